@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes: parse, call one use case, answer."""

@@ -1,0 +1,59 @@
+"""Dependencies every route shares, declared once as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from campana.auth import SEND_SCOPE, Principal, TokenVerifier
+from campana.broker import Broker
+from campana.errors import InvalidToken, MissingScope
+from campana.hub import Hub
+from campana.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What ``create_app`` wires together, kept on ``app.state.services``."""
+
+    settings: Settings
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    broker: Broker
+    hub: Hub
+    verifier: TokenVerifier
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT from your identity provider.")
+
+
+async def current_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidToken("missing bearer token")
+    return await services.verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+async def producer_principal(principal: CurrentUser) -> Principal:
+    if not principal.can_send:
+        raise MissingScope(f"this call needs a token with the {SEND_SCOPE!r} scope")
+    return principal
+
+
+Producer = Annotated[Principal, Depends(producer_principal)]

@@ -1,0 +1,105 @@
+"""REST calls of ``/api/v1/notifications``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from campana import notifications
+from campana.api.deps import CurrentUser, Producer, ServicesDep
+from campana.schemas import ErrorBody, NotificationCreate, NotificationItem, UnreadCount
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        401: "Missing, malformed, badly signed or expired token.",
+        403: "The token lacks the `notifications:send` scope.",
+        404: "No such notification for this user.",
+        409: "Idempotency-Key reused with a different body.",
+        422: "Invalid input; `detail` says what is wrong.",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+@router.get("/", responses=_errors(401, 422), summary="List the caller's notifications")
+async def list_notifications(
+    services: ServicesDep,
+    principal: CurrentUser,
+    skip: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items to return.")] = 20,
+) -> list[NotificationItem]:
+    """Newest first (`created_at` descending, ties by `id` descending), so paging is stable."""
+    return await notifications.list_notifications(
+        services.db, user_id=principal.user_id, skip=skip, limit=limit
+    )
+
+
+@router.get("/unread-count", responses=_errors(401), summary="The caller's unread count")
+async def unread_count(services: ServicesDep, principal: CurrentUser) -> UnreadCount:
+    count = await notifications.unread_count(services.db, user_id=principal.user_id)
+    return UnreadCount(count=count)
+
+
+@router.patch(
+    "/{notification_id}/read", responses=_errors(401, 404, 422), summary="Mark one as read"
+)
+async def mark_read(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> NotificationItem:
+    """Sockets of the owner get `notification.read` then `unread_count.updated`, only when
+    this call changed the item; marking a read item again answers it unchanged."""
+    return await notifications.mark_read(
+        services.db, services.broker, user_id=principal.user_id, notification_id=notification_id
+    )
+
+
+@router.post("/read-all", responses=_errors(401), summary="Mark all as read")
+async def mark_all_read(services: ServicesDep, principal: CurrentUser) -> UnreadCount:
+    """Sockets of the caller get one `unread_count.updated` with count 0, no per-item events."""
+    count = await notifications.mark_all_read(
+        services.db, services.broker, user_id=principal.user_id
+    )
+    return UnreadCount(count=count)
+
+
+@router.post(
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    responses=_errors(401, 403, 409, 422),
+    summary="Create notifications (producer call)",
+)
+async def create_notifications(
+    services: ServicesDep,
+    producer: Producer,
+    body: NotificationCreate,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="A retry with the same key and body returns the original items.",
+        ),
+    ] = None,
+) -> NotificationItem | list[NotificationItem]:
+    """Needs a token with the `notifications:send` scope.
+
+    `user_id` creates one item and answers it; `user_ids` creates one item per user, all or
+    none, and answers them in the order given (duplicates once). Each recipient's sockets
+    get `notification.created` then `unread_count.updated`. A replayed answer carries the
+    header `Idempotent-Replayed: true`.
+    """
+    created = await notifications.create_notifications(
+        services.db,
+        services.broker,
+        producer=producer.user_id,
+        request=body,
+        idempotency_key=idempotency_key,
+    )
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return created.items[0] if body.user_id is not None else created.items

@@ -1,0 +1,151 @@
+"""``create_app(settings)``: wires store, broker and hub; starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from campana import __version__, notifications, store
+from campana.api import rest, ws
+from campana.api.deps import Services
+from campana.auth import TokenVerifier
+from campana.broker import Broker, InProcessBroker
+from campana.errors import CampanaError
+from campana.hub import ClientLimits, Hub
+from campana.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_PURGE_PERIOD_SECONDS = 3600.0
+
+DESCRIPTION = """
+Campana stores in-app notifications and pushes them live to every open tab of their user.
+
+* **Users** call the REST endpoints with `Authorization: Bearer <JWT>` and open the socket
+  `/api/v1/notifications/ws?token=<JWT>` (described in `docs/protocol.md`).
+* **Producers** (your backend) create notifications with a token whose `scope` holds
+  `notifications:send`.
+
+Errors are JSON: `{"error": "<code>", "detail": "<what is wrong>"}`.
+"""
+
+
+def create_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        raise NotImplementedError("the Redis broker is not part of this build yet")
+    return InProcessBroker()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = store.create_engine(settings)
+        broker = create_broker(settings)
+        hub = Hub(
+            broker,
+            keepalive_seconds=settings.keepalive_seconds,
+            limits=ClientLimits(
+                max_frame_bytes=settings.ws_max_frame_bytes,
+                rate_per_second=settings.ws_rate_per_second,
+                burst=settings.ws_rate_burst,
+            ),
+        )
+        services = Services(
+            settings=settings,
+            engine=engine,
+            db=store.create_sessionmaker(engine),
+            broker=broker,
+            hub=hub,
+            verifier=TokenVerifier(settings),
+        )
+        app.state.services = services
+        await hub.start()
+        purge = asyncio.create_task(_purge_idempotency_keys(services))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            await hub.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Campana",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins or ["*"],
+        allow_methods=["GET", "POST", "PATCH"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Idempotent-Replayed"],
+    )
+    app.include_router(rest.router)
+    app.include_router(ws.router)
+    _install_error_handlers(app)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory``: each worker reads the same environment."""
+    return create_app(load_settings())
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CampanaError)
+    async def _domain_error(_request: Request, error: CampanaError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+        return JSONResponse(
+            {"error": error.code, "detail": error.message},
+            status_code=error.status_code,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [_describe(problem) for problem in error.errors()]
+        return JSONResponse(
+            {"error": "validation_failed", "detail": "; ".join(problems)}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": _HTTP_CODES.get(error.status_code, "http_error"), "detail": error.detail},
+            status_code=error.status_code,
+            headers=error.headers,
+        )
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+
+
+def _describe(problem: dict[str, object]) -> str:
+    """``body.link_url: ...``: where and what, never the offending value itself."""
+    location = problem.get("loc") or ()
+    assert isinstance(location, (tuple, list))
+    path = ".".join(str(part) for part in location)
+    message = str(problem.get("msg", "invalid"))
+    return f"{path}: {message}" if path else message
+
+
+async def _purge_idempotency_keys(services: Services) -> None:
+    ttl = timedelta(hours=services.settings.idempotency_ttl_hours)
+    while True:
+        try:
+            await notifications.purge_idempotency_keys(services.db, older_than=ttl)
+        except Exception:
+            logger.exception("purging old idempotency keys failed; will try again")
+        await asyncio.sleep(IDEMPOTENCY_PURGE_PERIOD_SECONDS)

@@ -1,0 +1,119 @@
+"""Token -> Principal. Verification is strict: algorithms are pinned by configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from campana.errors import InvalidToken
+from campana.settings import Settings
+
+SEND_SCOPE = "notifications:send"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    user_id: str
+    scopes: frozenset[str]
+    expires_at: float
+
+    @property
+    def can_send(self) -> bool:
+        return SEND_SCOPE in self.scopes
+
+
+class TokenVerifier:
+    """Checks signatures with the configured key; never trusts the token's own header."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._user_claim = settings.jwt_user_claim
+        self._leeway = settings.jwt_leeway_seconds
+        self._key: Any = None
+        self._jwks: jwt.PyJWKClient | None = None
+        if settings.uses_hmac:
+            self._key = settings.hmac_secret()
+        elif settings.jwt_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
+        else:
+            self._key = settings.jwt_public_key
+
+    async def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise InvalidToken("missing token")
+        key = self._key
+        if self._jwks is not None:
+            # PyJWKClient fetches over blocking HTTP; its cache makes the thread hop rare.
+            try:
+                signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientError as error:
+                raise InvalidToken(f"no usable signing key: {error}") from None
+            except jwt.InvalidTokenError:
+                raise InvalidToken("malformed token") from None
+            key = signing_key.key
+        return self._decode(token, key)
+
+    def _decode(self, token: str, key: Any) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={
+                    "require": ["exp"],
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.InvalidTokenError as error:
+            raise InvalidToken(f"invalid token: {error}") from None
+        user_id = claims.get(self._user_claim)
+        if not isinstance(user_id, str) or not user_id or len(user_id) > 255:
+            raise InvalidToken(f"claim {self._user_claim!r} must be a non-empty string")
+        return Principal(
+            user_id=user_id,
+            scopes=_scopes(claims.get("scope")),
+            expires_at=float(claims["exp"]),
+        )
+
+
+def _scopes(claim: object) -> frozenset[str]:
+    if isinstance(claim, str):
+        return frozenset(claim.split())
+    if isinstance(claim, list):
+        return frozenset(item for item in claim if isinstance(item, str))
+    return frozenset()
+
+
+def mint_token(
+    settings: Settings, user_id: str, *, ttl_seconds: int = 3600, scopes: tuple[str, ...] = ()
+) -> str:
+    """A token the configured server accepts; development, tests and ``campana send``."""
+    if not settings.uses_hmac:
+        raise ValueError("minting needs an HMAC algorithm (HS256) and its secret")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        settings.jwt_user_claim: user_id,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.hmac_secret(), algorithm=settings.jwt_algorithms[0])

@@ -1,0 +1,131 @@
+"""``campana serve | migrate | token | send``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from campana import migrations
+from campana.auth import SEND_SCOPE, mint_token
+from campana.logs import log_config
+from campana.schemas import NotificationType
+from campana.settings import InvalidSettings, Settings, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.run(settings, args))
+    except InvalidSettings as error:
+        print(f"campana: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="campana", description="Real-time in-app notifications. Settings: CAMPANA_*."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="print a JWT for USER (development, tests)")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument(
+        "--scope", action="append", default=[], help=f"e.g. {SEND_SCOPE}; repeatable"
+    )
+    token.set_defaults(run=_token)
+
+    send = commands.add_parser("send", help="create a notification through a running server")
+    send.add_argument("users", nargs="+", metavar="USER")
+    send.add_argument("--type", default="GENERIC_INFO", choices=[t.value for t in NotificationType])
+    send.add_argument("--message", required=True)
+    send.add_argument("--link", default=None)
+    send.add_argument("--url", default="http://127.0.0.1:8000")
+    send.add_argument(
+        "--token", default=None, help="producer token; default: minted with the local secret"
+    )
+    send.set_defaults(run=_send)
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if settings.is_embedded_database:
+        _migrate(settings, args)
+    elif not migrations.is_current(settings.resolved_database_url):
+        print("campana: the database schema is not current; run `campana migrate`", file=sys.stderr)  # noqa: T201
+        return 2
+    if settings.uses_hmac:
+        settings.hmac_secret()  # generated before workers start, so they share it
+    uvicorn.run(
+        "campana.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_config=log_config(args.log_level.upper()),
+        ws="websockets-sansio",
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_timeout_seconds,
+        ws_per_message_deflate=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    if settings.is_embedded_database:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.resolved_database_url)
+    print("campana: database is current")  # noqa: T201
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        print(mint_token(settings, args.user, ttl_seconds=args.ttl, scopes=tuple(args.scope)))  # noqa: T201
+    except ValueError as error:
+        print(f"campana: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
+
+
+def _send(settings: Settings, args: argparse.Namespace) -> int:
+    token = args.token or mint_token(settings, "campana-cli", ttl_seconds=60, scopes=(SEND_SCOPE,))
+    recipients = {"user_id": args.users[0]} if len(args.users) == 1 else {"user_ids": args.users}
+    body = {**recipients, "type": args.type, "message": args.message, "link_url": args.link}
+    request = urllib.request.Request(  # noqa: S310 (the URL is the operator's own server)
+        f"{args.url.rstrip('/')}/api/v1/notifications/",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            print(response.read().decode())  # noqa: T201
+    except urllib.error.HTTPError as error:
+        print(f"campana: {error.code} {error.read().decode()}", file=sys.stderr)  # noqa: T201
+        return 1
+    except urllib.error.URLError as error:
+        print(f"campana: cannot reach {args.url}: {error.reason}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

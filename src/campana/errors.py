@@ -1,0 +1,45 @@
+"""The domain's errors. One handler in ``app.py`` renders them as HTTP answers."""
+
+from __future__ import annotations
+
+
+class CampanaError(Exception):
+    """Base error: ``code`` is stable for programs, ``message`` is for people."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidToken(CampanaError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class MissingScope(CampanaError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotificationNotFound(CampanaError):
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self) -> None:
+        super().__init__("notification not found")
+
+
+class IdempotencyConflict(CampanaError):
+    status_code = 409
+    code = "idempotency_conflict"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was already used with a different request body")
+
+
+class InvalidRequest(CampanaError):
+    status_code = 422
+    code = "validation_failed"

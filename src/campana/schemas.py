@@ -1,0 +1,194 @@
+"""The wire format: items, request bodies and event envelopes, nothing else."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+MESSAGE_MAX_CHARS: Final = 2000
+LINK_MAX_CHARS: Final = 2048
+USER_ID_MAX_CHARS: Final = 255
+
+
+class NotificationType(enum.StrEnum):
+    GENERIC_INFO = "GENERIC_INFO"
+    TEMPLATE_APPROVED = "TEMPLATE_APPROVED"
+    TEMPLATE_REJECTED = "TEMPLATE_REJECTED"
+    CAMPAIGN_SCHEDULED = "CAMPAIGN_SCHEDULED"
+    CAMPAIGN_SENDING = "CAMPAIGN_SENDING"
+    CAMPAIGN_COMPLETED = "CAMPAIGN_COMPLETED"
+    CAMPAIGN_ERROR = "CAMPAIGN_ERROR"
+
+
+class NotificationItem(BaseModel):
+    """One notification as frontends see it (the guide's ``NotificationItem``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    message: str
+    type: NotificationType
+    link_url: str | None
+    is_read: bool
+    created_at: datetime = Field(description="ISO-8601 with zone offset, server time.")
+
+
+def _safe_link(value: str) -> str:
+    """Allow what is harmless in an ``href``: http(s) URLs and site-relative paths.
+
+    ``//host`` and ``/\\host`` are refused too: browsers read both as another site.
+    """
+    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in value):
+        raise ValueError("link_url must not contain whitespace, control characters or '\\'")
+    if value.startswith("/"):
+        if value.startswith("//"):
+            raise ValueError("link_url must not start with '//' (that leaves the site)")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("link_url must be an absolute http(s) URL or a path starting with '/'")
+    return value
+
+
+Message = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_MAX_CHARS)
+]
+LinkUrl = Annotated[str, StringConstraints(max_length=LINK_MAX_CHARS), AfterValidator(_safe_link)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class NotificationCreate(BaseModel):
+    """The producer call: one recipient (``user_id``) or many (``user_ids``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "user-42",
+                    "type": "CAMPAIGN_SCHEDULED",
+                    "message": "Campaign 'Black Friday' is scheduled for 09:00.",
+                    "link_url": "/campaigns/981",
+                },
+                {
+                    "user_ids": ["user-42", "user-43"],
+                    "type": "TEMPLATE_APPROVED",
+                    "message": "Template 'Welcome' was approved.",
+                    "link_url": None,
+                    "idempotency_key": "template-77-approved",
+                },
+            ]
+        },
+    )
+
+    user_id: UserId | None = None
+    user_ids: list[UserId] | None = Field(None, min_length=1)
+    type: NotificationType
+    message: Message
+    link_url: LinkUrl | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_name_recipients(self) -> NotificationCreate:
+        if (self.user_id is None) == (self.user_ids is None):
+            raise ValueError("give exactly one of user_id or user_ids")
+        return self
+
+    @property
+    def recipients(self) -> list[str]:
+        """Recipients in the order given, each once."""
+        if self.user_id is not None:
+            return [self.user_id]
+        return list(dict.fromkeys(self.user_ids or ()))
+
+    def fingerprint(self) -> bytes:
+        """What an idempotent retry must repeat exactly (the key itself aside)."""
+        return orjson.dumps(
+            {
+                "user_id": self.user_id,
+                "user_ids": self.user_ids,
+                "type": self.type.value,
+                "message": self.message,
+                "link_url": self.link_url,
+            }
+        )
+
+
+class UnreadCount(BaseModel):
+    count: int = Field(ge=0)
+
+
+# Event names of the wire format, to the letter of the frontend guide.
+SNAPSHOT: Final = "snapshot"
+NOTIFICATION_CREATED: Final = "notification.created"
+NOTIFICATION_READ: Final = "notification.read"
+UNREAD_COUNT_UPDATED: Final = "unread_count.updated"
+KEEPALIVE: Final = "keepalive"
+
+
+def encode_frame(event: str, payload: Any) -> str:
+    """One JSON text frame ``{"event": ..., "payload": ...}``."""
+    return orjson.dumps({"event": event, "payload": payload}).decode()
+
+
+def item_payload(item: NotificationItem) -> dict[str, Any]:
+    return item.model_dump(mode="json")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A frame for one user's sockets, serialised once, with the user's change version.
+
+    ``version`` orders a user's changes: the server stamps it inside the transaction that
+    makes the change, so a socket can drop an ``unread_count.updated`` older than the one
+    it already sent. The version never reaches the wire.
+    """
+
+    user_id: str
+    version: int
+    name: str
+    frame: str
+
+    @property
+    def is_count(self) -> bool:
+        return self.name == UNREAD_COUNT_UPDATED
+
+
+def created_event(user_id: str, version: int, item: NotificationItem) -> Event:
+    frame = encode_frame(NOTIFICATION_CREATED, item_payload(item))
+    return Event(user_id, version, NOTIFICATION_CREATED, frame)
+
+
+def read_event(user_id: str, version: int, notification_id: uuid.UUID) -> Event:
+    frame = encode_frame(NOTIFICATION_READ, {"id": str(notification_id), "is_read": True})
+    return Event(user_id, version, NOTIFICATION_READ, frame)
+
+
+def count_event(user_id: str, version: int, count: int) -> Event:
+    frame = encode_frame(UNREAD_COUNT_UPDATED, {"count": count})
+    return Event(user_id, version, UNREAD_COUNT_UPDATED, frame)
+
+
+KEEPALIVE_FRAME: Final = encode_frame(KEEPALIVE, {})
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code for programs and a sentence for people."""
+
+    error: str = Field(examples=["not_found"])
+    detail: str = Field(examples=["notification not found"])

@@ -1,0 +1,175 @@
+"""Every knob of the service, read once from ``CAMPANA_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
+
+
+class InvalidSettings(Exception):
+    """Start-up refused: ``str(self)`` is one line naming the bad setting."""
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Campana's configuration. Each field is ``CAMPANA_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CAMPANA_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder for the embedded SQLite database and the generated JWT secret.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Unset: SQLite file in DATA_DIR. "
+        "`postgresql://` and `sqlite:///` are given their async drivers.",
+    )
+    redis_url: str | None = Field(None, description="Unset: in-process broker (one process).")
+
+    jwt_secret: str | None = Field(
+        None,
+        description="HMAC secret. Unset: generated once into DATA_DIR/jwt-secret (mode 0600).",
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["HS256"],
+        description="Accepted algorithms, comma separated. Never taken from the token.",
+    )
+    jwt_public_key: str | None = Field(None, description="PEM public key for RS*/ES*/EdDSA.")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL of an identity provider.")
+    jwt_audience: str | None = Field(None, description="Required `aud` when set.")
+    jwt_issuer: str | None = Field(None, description="Required `iss` when set.")
+    jwt_user_claim: str = Field("sub", min_length=1, description="Claim naming the user.")
+    jwt_leeway_seconds: float = Field(5.0, ge=0, le=300, description="Clock skew allowed.")
+
+    keepalive_seconds: float = Field(25.0, gt=0, le=3600, description="Keepalive frame period.")
+    snapshot_size: int = Field(20, ge=1, le=100, description="Items in the `snapshot` frame.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed on the socket and by CORS. Empty: any.",
+    )
+    ws_max_frame_bytes: int = Field(
+        4096, ge=64, le=1 << 20, description="Larger client frames close the socket with 1009."
+    )
+    ws_rate_per_second: float = Field(
+        5.0, gt=0, description="Sustained client frames per second before close 1008."
+    )
+    ws_rate_burst: int = Field(20, ge=1, description="Client frames allowed in a burst.")
+    ws_ping_interval_seconds: float = Field(
+        20.0, gt=0, description="Protocol-level ping period (dead peer detection)."
+    )
+    ws_ping_timeout_seconds: float = Field(
+        20.0, gt=0, description="A peer that does not answer a ping in time is dropped."
+    )
+    idempotency_ttl_hours: float = Field(
+        24.0, ge=24, description="How long Idempotency-Key answers are kept."
+    )
+    max_recipients: int = Field(
+        10_000, ge=1, le=100_000, description="Most `user_ids` in one producer call."
+    )
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is needed")
+        for name in value:
+            if name not in HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS:
+                raise ValueError(f"{name!r} is not an accepted algorithm")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite:///", "sqlite+aiosqlite:///"),
+        ):
+            if value.startswith(plain):
+                return driver + value.removeprefix(plain)
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("use a postgresql:// or sqlite:/// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_match_algorithms(self) -> Settings:
+        algorithms = set(self.jwt_algorithms)
+        if algorithms & HMAC_ALGORITHMS and algorithms & PUBLIC_KEY_ALGORITHMS:
+            raise ValueError(
+                "jwt_algorithms: mixing HMAC and public-key algorithms invites key confusion"
+            )
+        if algorithms & PUBLIC_KEY_ALGORITHMS and not (self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError("jwt_public_key or jwt_jwks_url is needed for public-key algorithms")
+        return self
+
+    @property
+    def uses_hmac(self) -> bool:
+        return bool(set(self.jwt_algorithms) & HMAC_ALGORITHMS)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'campana.sqlite3'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def hmac_secret(self) -> str:
+        """The configured secret, or the one generated once into the data folder.
+
+        ``serve`` and ``token`` both call this, so a token minted on the command line is
+        accepted by the server without any configuration.
+        """
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / SECRET_FILE_NAME
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: when several workers start at once, exactly one writes the secret.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as secret_file:
+            secret_file.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, or one clear line naming the setting that is wrong."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        env_name = f"CAMPANA_{name.upper()}" if first["loc"] else "settings"
+        raise InvalidSettings(f"invalid {env_name}: {first['msg']}") from None

@@ -1,0 +1,236 @@
+"""Every query, nothing about sockets. Functions take an ``AsyncSession`` in a transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, event, func, not_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from campana.models import IdempotencyRecord, Notification, UserVersion
+from campana.settings import Settings
+
+notifications = Notification.__table__
+user_versions = UserVersion.__table__
+idempotency_keys = IdempotencyRecord.__table__
+
+ITEM_COLUMNS = (
+    notifications.c.id,
+    notifications.c.message,
+    notifications.c.type,
+    notifications.c.link_url,
+    notifications.c.is_read,
+    notifications.c.created_at,
+)
+NEWEST_FIRST = (notifications.c.created_at.desc(), notifications.c.id.desc())
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.resolved_database_url
+    if not settings.is_embedded_database:
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # SQLite has one writer; one pooled connection turns "database is locked" into a queue.
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def use_snapshot_isolation(session: AsyncSession) -> None:
+    """Make every following read of the transaction see one instant (PostgreSQL).
+
+    SQLite needs nothing: its single pooled connection lets no write in meanwhile.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+# Versions
+
+
+async def bump_versions(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
+    """Give each user's change its next version, holding the user's row lock to commit.
+
+    Rows are locked in sorted order so that two bulk creates cannot deadlock. Everything
+    the transaction reads after this sees all earlier versions committed, which is what
+    makes (version, unread count) pairs consistent.
+    """
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(user_versions)
+    statement = statement.on_conflict_do_update(
+        index_elements=[user_versions.c.user_id],
+        set_={"version": user_versions.c.version + 1},
+    ).returning(user_versions.c.user_id, user_versions.c.version)
+    rows = await session.execute(
+        statement, [{"user_id": user_id, "version": 1} for user_id in sorted(user_ids)]
+    )
+    return {row.user_id: row.version for row in rows}
+
+
+async def current_version(session: AsyncSession, user_id: str) -> int:
+    version = await session.scalar(
+        select(user_versions.c.version).where(user_versions.c.user_id == user_id)
+    )
+    return version or 0
+
+
+# Notifications
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    id: uuid.UUID
+    user_id: str
+    type: str
+    message: str
+    link_url: str | None
+    is_read: bool
+    created_at: datetime
+
+
+async def insert_notifications(session: AsyncSession, rows: Sequence[NewNotification]) -> None:
+    await session.execute(
+        notifications.insert(),
+        [
+            {
+                "id": row.id,
+                "user_id": row.user_id,
+                "type": row.type,
+                "message": row.message,
+                "link_url": row.link_url,
+                "is_read": row.is_read,
+                "created_at": row.created_at,
+            }
+            for row in rows
+        ],
+    )
+
+
+async def list_notifications(
+    session: AsyncSession, user_id: str, *, skip: int, limit: int
+) -> Sequence[Row[Any]]:
+    result = await session.execute(
+        select(*ITEM_COLUMNS)
+        .where(notifications.c.user_id == user_id)
+        .order_by(*NEWEST_FIRST)
+        .offset(skip)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def find_notification(
+    session: AsyncSession, user_id: str, notification_id: uuid.UUID
+) -> Row[Any] | None:
+    result = await session.execute(
+        select(*ITEM_COLUMNS).where(
+            notifications.c.id == notification_id, notifications.c.user_id == user_id
+        )
+    )
+    return result.first()
+
+
+async def mark_read(
+    session: AsyncSession, user_id: str, notification_id: uuid.UUID
+) -> Row[Any] | None:
+    """The item if this call read it; ``None`` if it was already read, or is not the user's."""
+    result = await session.execute(
+        update(notifications)
+        .where(
+            notifications.c.id == notification_id,
+            notifications.c.user_id == user_id,
+            not_(notifications.c.is_read),
+        )
+        .values(is_read=True)
+        .returning(*ITEM_COLUMNS)
+    )
+    return result.first()
+
+
+async def mark_all_read(session: AsyncSession, user_id: str) -> None:
+    await session.execute(
+        update(notifications)
+        .where(notifications.c.user_id == user_id, not_(notifications.c.is_read))
+        .values(is_read=True)
+    )
+
+
+async def unread_count(session: AsyncSession, user_id: str) -> int:
+    counts = await unread_counts(session, [user_id])
+    return counts[user_id]
+
+
+async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
+    counts = dict.fromkeys(user_ids, 0)
+    result = await session.execute(
+        select(notifications.c.user_id, func.count())
+        .where(notifications.c.user_id.in_(user_ids), not_(notifications.c.is_read))
+        .group_by(notifications.c.user_id)
+    )
+    counts.update({user_id: count for user_id, count in result.tuples()})
+    return counts
+
+
+# Idempotency keys
+
+
+async def find_idempotency_record(
+    session: AsyncSession, producer: str, key: str
+) -> Row[Any] | None:
+    result = await session.execute(
+        select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
+            idempotency_keys.c.producer == producer, idempotency_keys.c.key == key
+        )
+    )
+    return result.first()
+
+
+async def save_idempotency_record(
+    session: AsyncSession,
+    *,
+    producer: str,
+    key: str,
+    fingerprint: str,
+    response: str,
+    created_at: datetime,
+) -> None:
+    """Insert; a concurrent call with the same key makes this raise ``IntegrityError``."""
+    await session.execute(
+        idempotency_keys.insert().values(
+            producer=producer,
+            key=key,
+            fingerprint=fingerprint,
+            response=response,
+            created_at=created_at,
+        )
+    )
+
+
+async def purge_idempotency_records(session: AsyncSession, older_than: datetime) -> int:
+    result = await session.execute(
+        delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
