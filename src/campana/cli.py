@@ -8,6 +8,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 from campana import migrations
 from campana.auth import SEND_SCOPE, mint_token
@@ -78,14 +79,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=log_config(args.log_level.upper()),
-        ws="websockets-sansio",
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=settings.ws_ping_interval_seconds,
-        ws_ping_timeout=settings.ws_ping_timeout_seconds,
-        ws_per_message_deflate=False,
         proxy_headers=True,
+        **server_options(settings),
     )
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Uvicorn options the wire format depends on (tests start servers with them too)."""
+    return {
+        "ws": "websockets-sansio",
+        # The protocol layer refuses bigger frames with close code 1009 before any parsing.
+        "ws_max_size": settings.ws_max_frame_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_seconds,
+        "ws_ping_timeout": settings.ws_ping_timeout_seconds,
+        # Small JSON frames gain little; compression costs memory per socket and can leak secrets.
+        "ws_per_message_deflate": False,
+    }
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:

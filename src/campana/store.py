@@ -190,7 +190,7 @@ async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[
         .where(notifications.c.user_id.in_(user_ids), not_(notifications.c.is_read))
         .group_by(notifications.c.user_id)
     )
-    counts.update({user_id: count for user_id, count in result.tuples()})
+    counts.update({user_id: count for user_id, count in result})
     return counts
 
 

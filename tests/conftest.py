@@ -1,0 +1,319 @@
+"""Real servers on free ports, real SQLite and PostgreSQL, real sockets.
+
+Every test talks to the service over TCP. A server runs either in the test process
+(uvicorn as a task on the test's event loop) or as a separate ``campana serve`` process.
+``CAMPANA_TEST_REQUIRE_SERVICES=1`` turns an unreachable PostgreSQL into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from campana import create_app, migrations
+from campana.auth import SEND_SCOPE, mint_token
+from campana.cli import server_options
+from campana.settings import Settings
+
+from .client import Socket
+
+POSTGRES_URL = os.environ.get(
+    "CAMPANA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_SERVICES = os.environ.get("CAMPANA_TEST_REQUIRE_SERVICES") == "1"
+JWT_SECRET = "test-secret-" + uuid.uuid4().hex
+ALLOWED_ORIGIN = "http://app.example"
+DATABASES = ("sqlite", "postgresql")
+MODES = ("inprocess", "process")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running Campana and what a test needs to talk to it."""
+
+    settings: Settings
+    base_url: str
+    database: str
+    mode: str
+    log_path: Path | None = None
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/api/v1/notifications/ws"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30)
+        return self._http
+
+    def token(self, user_id: str, *, ttl: int = 3600, scopes: tuple[str, ...] = ()) -> str:
+        return mint_token(self.settings, user_id, ttl_seconds=ttl, scopes=scopes)
+
+    def auth(self, user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    @property
+    def producer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('producer', scopes=(SEND_SCOPE,))}"}
+
+    async def send(self, user_id: str, message: str = "hello", **fields: Any) -> dict[str, Any]:
+        body = {"user_id": user_id, "type": "GENERIC_INFO", "message": message, **fields}
+        answer = await self.http.post("/api/v1/notifications/", json=body, headers=self.producer)
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+    async def mark_read(self, user_id: str, notification_id: str) -> httpx.Response:
+        return await self.http.patch(
+            f"/api/v1/notifications/{notification_id}/read", headers=self.auth(user_id)
+        )
+
+    async def unread_count(self, user_id: str) -> int:
+        answer = await self.http.get(
+            "/api/v1/notifications/unread-count", headers=self.auth(user_id)
+        )
+        assert answer.status_code == 200, answer.text
+        count: int = answer.json()["count"]
+        return count
+
+    def connect(self, user_id: str, **options: Any) -> Socket:
+        token = options.pop("token", None) or self.token(user_id)
+        return Socket(f"{self.ws_url}?token={token}", **options)
+
+    def connect_raw(self, query: str = "", **options: Any) -> Socket:
+        return Socket(f"{self.ws_url}{query}", **options)
+
+
+class _QuietServer(uvicorn.Server):
+    """Uvicorn inside the test process must leave pytest's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("campana-data")
+
+
+@pytest.fixture(scope="session")
+def database_urls(data_dir: Path) -> dict[str, str]:
+    """Where each kind of database is; PostgreSQL is emptied and migrated once."""
+    urls = {"sqlite": "sqlite"}
+    try:
+        _reset_postgres(POSTGRES_URL)
+        migrations.upgrade(POSTGRES_URL)
+        urls["postgresql"] = POSTGRES_URL
+    except OSError as error:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {error}")
+    return urls
+
+
+def _reset_postgres(url: str) -> None:
+    async def reset() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP SCHEMA public CASCADE"))
+                await connection.execute(text("CREATE SCHEMA public"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(reset())
+
+
+def database_url(database_urls: dict[str, str], database: str) -> str:
+    if database not in database_urls:
+        pytest.skip(f"{database} is not reachable")
+    return database_urls[database]
+
+
+class ServerPool:
+    """Starts each distinct server once per session; tests share them (users are unique)."""
+
+    def __init__(self, database_urls: dict[str, str], data_dir: Path) -> None:
+        self._database_urls = database_urls
+        self._data_dir = data_dir
+        self._servers: dict[tuple[Any, ...], Server] = {}
+        self._stops: list[Any] = []
+
+    async def get(self, database: str, mode: str, **overrides: Any) -> Server:
+        key = (database, mode, tuple(sorted(overrides.items())))
+        if key not in self._servers:
+            self._servers[key] = await self._start(database, mode, overrides)
+        return self._servers[key]
+
+    async def _start(self, database: str, mode: str, overrides: dict[str, Any]) -> Server:
+        port = free_port()
+        url = database_url(self._database_urls, database)
+        if database == "sqlite":
+            # A file per server; a separate process migrates its own, as `serve` does.
+            url = f"sqlite+aiosqlite:///{self._data_dir / f'server-{port}.sqlite3'}"
+            if mode == "inprocess":
+                await asyncio.to_thread(migrations.upgrade, url)
+        options: dict[str, Any] = {
+            "database_url": url,
+            "jwt_secret": JWT_SECRET,
+            "data_dir": self._data_dir,
+            "allowed_origins": [ALLOWED_ORIGIN],
+            "keepalive_seconds": 30.0,
+            **overrides,
+        }
+        settings = Settings(**options)
+        base_url = f"http://127.0.0.1:{port}"
+        if mode == "inprocess":
+            server = Server(settings, base_url, database, mode)
+            self._stops.append(await _start_in_process(settings, port))
+        else:
+            log_path = self._data_dir / f"serve-{port}.log"
+            server = Server(settings, base_url, database, mode, log_path=log_path)
+            self._stops.append(_start_process(options, port, log_path))
+        await _wait_until_up(base_url)
+        return server
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            if server._http is not None:
+                await server._http.aclose()
+        for stop in reversed(self._stops):
+            result = stop()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _start_in_process(settings: Settings, port: int) -> Any:
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        **server_options(settings),
+    )
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve())
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+    return stop
+
+
+def _environment(options: dict[str, Any]) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CAMPANA_")}
+    for name, value in options.items():
+        rendered = ",".join(value) if isinstance(value, list) else str(value)
+        environment[f"CAMPANA_{name.upper()}"] = rendered
+    return environment
+
+
+def _start_process(options: dict[str, Any], port: int, log_path: Path) -> Any:
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
+        env=_environment(options),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+    return stop
+
+
+async def _wait_until_up(base_url: str) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                answer = await client.get("/api/v1/notifications/unread-count")
+                if answer.status_code == 401:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"server at {base_url} did not start")
+
+
+@pytest.fixture(scope="session")
+async def servers(database_urls: dict[str, str], data_dir: Path) -> AsyncIterator[ServerPool]:
+    pool = ServerPool(database_urls, data_dir)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(params=DATABASES)
+async def api(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
+    """An in-process server on each database: for REST behaviour."""
+    return await servers.get(request.param, "inprocess")
+
+
+@pytest.fixture(params=[(db, mode) for mode in MODES for db in DATABASES], ids="-".join)
+async def server(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
+    """Each database, in-process and as a separate ``campana serve``: for socket behaviour."""
+    database, mode = request.param
+    return await servers.get(database, mode)
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+async def engines() -> AsyncIterator[dict[str, AsyncEngine]]:
+    engines: dict[str, AsyncEngine] = {}
+    yield engines
+    for engine in engines.values():
+        await engine.dispose()
+
+
+@pytest.fixture
+def rows(engines: dict[str, AsyncEngine]) -> Any:
+    """``await rows(server, user)``: the user's notification rows, straight from the database."""
+
+    async def read(server: Server, user_id: str) -> list[dict[str, Any]]:
+        url = server.settings.resolved_database_url
+        if url not in engines:
+            engines[url] = create_async_engine(url)
+        async with engines[url].connect() as connection:
+            result = await connection.execute(
+                text(
+                    "SELECT id, message, type, link_url, is_read FROM notifications"
+                    " WHERE user_id = :user_id ORDER BY created_at, id"
+                ),
+                {"user_id": user_id},
+            )
+            return [dict(row) for row in result.mappings()]
+
+    return read

@@ -1,0 +1,286 @@
+"""The WebSocket as a browser tab sees it: frames in order, close codes, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from .conftest import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
+
+
+async def test_socket_opens_with_snapshot_newest_first_then_unread_count(
+    server: Server, user: str
+) -> None:
+    first = await server.send(user, "first")
+    second = await server.send(user, "second")
+    await server.mark_read(user, first["id"])
+
+    async with server.connect(user) as tab:
+        items, count = await tab.start()
+
+    assert [item["id"] for item in items] == [second["id"], first["id"]]
+    assert items[0] == second
+    assert items[1]["is_read"] is True
+    assert count == 1
+
+
+async def test_snapshot_holds_at_most_the_twenty_newest(server: Server, user: str) -> None:
+    sent = [await server.send(user, f"n{i}") for i in range(23)]
+
+    async with server.connect(user) as tab:
+        items, count = await tab.start()
+
+    assert [item["id"] for item in items] == [item["id"] for item in reversed(sent[-20:])]
+    assert count == 23
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?token=",
+        "?token=not-a-jwt",
+        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "wrong-secret"),
+        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, JWT_SECRET),
+        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
+        "?token=" + jwt.encode({"sub": "u"}, JWT_SECRET),
+    ],
+    ids=["missing", "empty", "malformed", "bad-signature", "expired", "alg-none", "no-exp"],
+)
+async def test_bad_token_is_accepted_then_closed_with_4401(server: Server, query: str) -> None:
+    async with server.connect_raw(query) as tab:
+        assert await tab.close_code() == 4401
+    assert tab.received == []
+
+
+async def test_origin_outside_the_allow_list_is_closed_with_4403(server: Server, user: str) -> None:
+    async with server.connect(user, origin="http://evil.example") as tab:
+        assert await tab.close_code() == 4403
+    async with server.connect(user, origin=ALLOWED_ORIGIN) as tab:
+        await tab.start()
+
+
+async def test_created_reaches_every_socket_of_the_user_and_no_one_else(
+    server: Server, user: str
+) -> None:
+    async with (
+        server.connect(user) as tab_one,
+        server.connect(user) as tab_two,
+        server.connect(user + "-other") as stranger,
+    ):
+        for tab in (tab_one, tab_two, stranger):
+            await tab.start()
+        item = await server.send(user, "campaign scheduled", type="CAMPAIGN_SCHEDULED")
+
+        for tab in (tab_one, tab_two):
+            assert await tab.next_event() == {"event": "notification.created", "payload": item}
+            assert await tab.next_event() == {
+                "event": "unread_count.updated",
+                "payload": {"count": 1},
+            }
+        assert await stranger.quiet_for(0.3) == []
+
+
+async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
+    server: Server, user: str
+) -> None:
+    item = await server.send(user)
+    async with server.connect(user) as tab:
+        await tab.start()
+
+        assert (await server.mark_read(user, item["id"])).status_code == 200
+        assert await tab.next_event() == {
+            "event": "notification.read",
+            "payload": {"id": item["id"], "is_read": True},
+        }
+        assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
+
+        assert (await server.mark_read(user, item["id"])).status_code == 200
+        assert await tab.quiet_for(0.3) == []
+
+
+async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
+    server: Server, user: str
+) -> None:
+    for i in range(3):
+        await server.send(user, f"n{i}")
+    async with server.connect(user) as tab:
+        await tab.start()
+        answer = await server.http.post("/api/v1/notifications/read-all", headers=server.auth(user))
+        assert answer.json() == {"count": 0}
+
+        assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
+        assert await tab.quiet_for(0.3) == []
+
+
+async def test_ping_is_answered_with_a_keepalive(server: Server, user: str) -> None:
+    async with server.connect(user) as tab:
+        await tab.start()
+        await tab.send("ping")
+        frame = await tab.next_event(timeout=2, keepalive=True)
+        assert frame == {"event": "keepalive", "payload": {}}
+
+
+async def test_other_client_frames_are_ignored(server: Server, user: str) -> None:
+    async with server.connect(user) as tab:
+        await tab.start()
+        for frame in ("hello", '{"event": "snapshot"}', b"\x00\x01"):
+            await tab.send(frame)
+        assert await tab.quiet_for(0.3) == []
+        item = await server.send(user)
+        assert (await tab.next_event())["payload"] == item
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "process"])
+async def test_keepalive_arrives_every_period_without_client_traffic(
+    servers: ServerPool, user: str, mode: str
+) -> None:
+    server = await servers.get("sqlite", mode, keepalive_seconds=0.5)
+    async with server.connect(user) as tab:
+        await tab.start()
+        started = time.monotonic()
+        for _ in range(2):
+            assert await tab.next_event(timeout=2, keepalive=True) == {
+                "event": "keepalive",
+                "payload": {},
+            }
+        assert time.monotonic() - started < 2.5
+
+
+async def test_socket_is_closed_with_4401_when_its_token_expires(server: Server, user: str) -> None:
+    async with server.connect(user, token=server.token(user, ttl=2)) as tab:
+        await tab.start()
+        started = time.monotonic()
+        assert await tab.close_code(timeout=6) == 4401
+    assert time.monotonic() - started < 4
+
+
+async def test_frame_over_4_kib_is_closed_with_1009(server: Server, user: str) -> None:
+    async with server.connect(user) as tab:
+        await tab.start()
+        await tab.send("x" * 4096)  # at the limit: allowed
+        await tab.send("ping")
+        assert (await tab.next_event(keepalive=True))["event"] == "keepalive"
+        await tab.send("x" * 4097)
+        assert await tab.close_code() == 1009
+
+
+async def test_a_flood_of_frames_is_closed_with_1008(server: Server, user: str) -> None:
+    async with server.connect(user) as tab:
+        await tab.start()
+        for _ in range(100):
+            await tab.send("hello")
+        assert await tab.close_code() == 1008
+
+
+async def test_no_gap_between_snapshot_and_live_events_while_creating(
+    server: Server, user: str
+) -> None:
+    """Tabs open while items are being created each hold a gapless, complete tail."""
+    created: list[str] = []
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        for i in range(60):
+            created.append((await server.send(user, f"n{i}"))["id"])
+        stop.set()
+
+    async def open_tab(delay: float) -> set[str]:
+        await asyncio.sleep(delay)
+        async with server.connect(user) as tab:
+            items, _ = await tab.start()
+            known = {item["id"] for item in items}
+            await stop.wait()
+            for frame in await tab.quiet_for(0.5):
+                if frame["event"] == "notification.created":
+                    known.add(frame["payload"]["id"])
+            counts = [
+                f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"
+            ]
+            # Only creates happen: a count lower than one already received is a stale one.
+            assert counts == sorted(counts), f"stale count after a fresher one: {counts}"
+            assert counts[-1] == len(created)
+            return known
+
+    producer = asyncio.create_task(produce())
+    tabs = await asyncio.gather(*(open_tab(0.05 * i) for i in range(8)))
+    await producer
+
+    for known in tabs:
+        held = [item_id for item_id in created if item_id in known]
+        assert held, "a tab knows nothing"
+        first = created.index(held[0])
+        missing = [item_id for item_id in created[first:] if item_id not in known]
+        assert missing == [], f"gap: {len(missing)} items after the snapshot never arrived"
+        assert created[-1] in known
+
+
+async def test_badge_is_exact_after_30_concurrent_creates_and_reads(
+    server: Server, user: str
+) -> None:
+    seed = [await server.send(user, f"seed{i}") for i in range(15)]
+    async with server.connect(user) as tab_one, server.connect(user) as tab_two:
+        await tab_one.start()
+        await tab_two.start()
+
+        async def create(i: int) -> Any:
+            return await server.send(user, f"race{i}")
+
+        async def read(item: dict[str, Any]) -> Any:
+            return await server.mark_read(user, item["id"])
+
+        jobs = [create(i) for i in range(15)] + [read(item) for item in seed]
+        random.shuffle(jobs)
+        await asyncio.gather(*jobs)
+
+        truth = await server.unread_count(user)
+        assert truth == 15
+        for tab in (tab_one, tab_two):
+            await tab.quiet_for(0.5)
+            counts = [
+                f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"
+            ]
+            assert counts[-1] == truth
+
+
+async def test_tokens_never_reach_the_log(servers: ServerPool, user: str) -> None:
+    server = await servers.get("sqlite", "process")
+    token = server.token(user)
+    async with server.connect(user, token=token) as tab:
+        await tab.start()
+    await server.http.get("/api/v1/notifications/unread-count", params={"token": token})
+    await asyncio.sleep(0.3)
+    assert server.log_path is not None
+    log = server.log_path.read_text()
+    assert "token=[redacted]" in log
+    assert token not in log
+    assert token.split(".")[2] not in log
+
+
+async def test_a_stale_count_never_follows_a_fresher_one(server: Server, user: str) -> None:
+    """Tabs open during concurrent creates: counts only go up, and end at the truth."""
+    done = asyncio.Event()
+
+    async def produce(worker: int) -> None:
+        for i in range(8):
+            await server.send(user, f"w{worker}-{i}")
+
+    async def open_tab(delay: float) -> list[int]:
+        await asyncio.sleep(delay)
+        async with server.connect(user) as tab:
+            await tab.start()
+            await done.wait()
+            await tab.quiet_for(0.5)
+        return [f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"]
+
+    tabs = [asyncio.create_task(open_tab(0.02 * i)) for i in range(10)]
+    await asyncio.gather(*(produce(worker) for worker in range(8)))
+    done.set()
+    for counts in await asyncio.gather(*tabs):
+        assert counts == sorted(counts), f"stale count after a fresher one: {counts}"
+        assert counts[-1] == 64
