@@ -137,7 +137,7 @@ def _describe(problem: dict[str, object]) -> str:
     location = problem.get("loc") or ()
     assert isinstance(location, (tuple, list))
     path = ".".join(str(part) for part in location)
-    message = str(problem.get("msg", "invalid"))
+    message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{path}: {message}" if path else message
 
 

@@ -1,0 +1,319 @@
+"""The REST calls: status codes, bodies, validation, ownership, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+
+from .conftest import JWT_SECRET, Server
+
+NOTIFICATIONS = "/api/v1/notifications/"
+
+
+def body(user_id: str, **fields: Any) -> dict[str, Any]:
+    return {"user_id": user_id, "type": "GENERIC_INFO", "message": "hello", **fields}
+
+
+# Listing and counting
+
+
+async def test_list_is_newest_first_and_pages_stably(api: Server, user: str) -> None:
+    sent = [await api.send(user, f"n{i}") for i in range(5)]
+
+    first = await api.http.get(NOTIFICATIONS, params={"limit": 3}, headers=api.auth(user))
+    rest = await api.http.get(NOTIFICATIONS, params={"skip": 3, "limit": 3}, headers=api.auth(user))
+
+    assert first.status_code == rest.status_code == 200
+    assert [i["id"] for i in first.json() + rest.json()] == [i["id"] for i in reversed(sent)]
+
+
+async def test_items_created_together_are_ordered_by_id_descending(api: Server, user: str) -> None:
+    """One bulk call gives items with one created_at: the id breaks the tie."""
+    others = [f"{user}-{i}" for i in range(3)]
+    answer = await api.http.post(
+        NOTIFICATIONS,
+        json={"user_ids": [user, *others], "type": "GENERIC_INFO", "message": "m"},
+        headers=api.producer,
+    )
+    assert answer.status_code == 201
+    await api.send(user, "a")
+    await api.send(user, "b")
+    items = (await api.http.get(NOTIFICATIONS, headers=api.auth(user))).json()
+    keys = [(item["created_at"], item["id"]) for item in items]
+    assert keys == sorted(keys, reverse=True)
+
+
+async def test_item_has_exactly_the_guides_fields_and_a_zoned_timestamp(
+    api: Server, user: str
+) -> None:
+    item = await api.send(user, "  padded  ", link_url="https://example.com/x")
+    assert set(item) == {"id", "message", "type", "link_url", "is_read", "created_at"}
+    assert item["message"] == "padded"
+    assert item["is_read"] is False
+    assert item["created_at"].endswith(("Z", "+00:00"))
+    uuid.UUID(item["id"])
+
+
+@pytest.mark.parametrize("params", [{"skip": -1}, {"limit": 0}, {"limit": 101}, {"limit": "ten"}])
+async def test_bad_paging_is_422(api: Server, user: str, params: dict[str, Any]) -> None:
+    answer = await api.http.get(NOTIFICATIONS, params=params, headers=api.auth(user))
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "validation_failed"
+
+
+async def test_unread_count_counts_only_the_callers_unread(api: Server, user: str) -> None:
+    first = await api.send(user)
+    await api.send(user)
+    await api.send(user + "-other")
+    await api.mark_read(user, first["id"])
+    assert await api.unread_count(user) == 1
+
+
+# Authentication
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer",
+        "Bearer not-a-jwt",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "another-secret-" * 3),
+        "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, JWT_SECRET),
+        "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
+        "Bearer " + jwt.encode({"sub": "u"}, JWT_SECRET),
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "malformed",
+        "basic",
+        "bad-signature",
+        "expired",
+        "alg-none",
+        "no-exp",
+    ],
+)
+async def test_bad_credentials_are_401_with_www_authenticate(
+    api: Server, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = await api.http.get("/api/v1/notifications/unread-count", headers=headers)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json()["error"] == "unauthorized"
+
+
+async def test_plain_user_token_cannot_create_403(api: Server, user: str, rows: Any) -> None:
+    answer = await api.http.post(NOTIFICATIONS, json=body(user), headers=api.auth(user))
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "forbidden"
+    assert await rows(api, user) == []
+
+
+# Mark read
+
+
+async def test_mark_read_answers_the_updated_item_and_again_unchanged(
+    api: Server, user: str, rows: Any
+) -> None:
+    item = await api.send(user)
+    answer = await api.mark_read(user, item["id"])
+    assert answer.status_code == 200
+    assert answer.json() == {**item, "is_read": True}
+    again = await api.mark_read(user, item["id"])
+    assert again.status_code == 200
+    assert again.json() == {**item, "is_read": True}
+    assert [row["is_read"] for row in await rows(api, user)] == [True]
+
+
+async def test_mark_read_of_another_users_notification_is_404_and_changes_nothing(
+    api: Server, user: str, rows: Any
+) -> None:
+    owner = user + "-owner"
+    item = await api.send(owner)
+    answer = await api.mark_read(user, item["id"])
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "not_found", "detail": "notification not found"}
+    assert [row["is_read"] for row in await rows(api, owner)] == [False]
+
+
+async def test_mark_read_of_unknown_id_is_404(api: Server, user: str) -> None:
+    answer = await api.mark_read(user, str(uuid.uuid4()))
+    assert answer.status_code == 404
+
+
+async def test_mark_read_of_malformed_id_is_422(api: Server, user: str) -> None:
+    answer = await api.mark_read(user, "not-a-uuid")
+    assert answer.status_code == 422
+    assert "notification_id" in answer.json()["detail"]
+
+
+async def test_read_all_answers_zero_and_reads_every_item(
+    api: Server, user: str, rows: Any
+) -> None:
+    for i in range(3):
+        await api.send(user, f"n{i}")
+    other = await api.send(user + "-other")
+    answer = await api.http.post("/api/v1/notifications/read-all", headers=api.auth(user))
+    assert answer.status_code == 200
+    assert answer.json() == {"count": 0}
+    assert [row["is_read"] for row in await rows(api, user)] == [True, True, True]
+    assert await api.unread_count(user + "-other") == 1
+    assert other["is_read"] is False
+
+
+# Creating
+
+
+async def test_create_for_many_users_gives_each_their_own_item(
+    api: Server, user: str, rows: Any
+) -> None:
+    users = [f"{user}-{i}" for i in range(3)]
+    answer = await api.http.post(
+        NOTIFICATIONS,
+        json={"user_ids": [*users, users[0]], "type": "CAMPAIGN_COMPLETED", "message": "done"},
+        headers=api.producer,
+    )
+    assert answer.status_code == 201
+    items = answer.json()
+    assert len(items) == 3
+    assert len({item["id"] for item in items}) == 3
+    for recipient, item in zip(users, items, strict=True):
+        assert [str(row["id"]).replace("-", "") for row in await rows(api, recipient)] == [
+            item["id"].replace("-", "")
+        ]
+
+
+BAD_BODIES: list[tuple[str, dict[str, Any]]] = [
+    ("unknown-type", {"type": "CAMPAIGN_EXPLODED"}),
+    ("empty-message", {"message": ""}),
+    ("blank-message", {"message": "   \n "}),
+    ("long-message", {"message": "x" * 2001}),
+    ("javascript-link", {"link_url": "javascript:alert(1)"}),
+    ("data-link", {"link_url": "data:text/html,<script>alert(1)</script>"}),
+    ("ftp-link", {"link_url": "ftp://example.com/file"}),
+    ("protocol-relative-link", {"link_url": "//evil.example/path"}),
+    ("backslash-link", {"link_url": "/\\evil.example"}),
+    ("schemeless-link", {"link_url": "example.com/path"}),
+    ("long-link", {"link_url": "/" + "a" * 2048}),
+    ("unknown-field", {"colour": "red"}),
+    ("both-recipients", {"user_ids": ["someone"]}),
+    ("no-recipient", {"user_id": None}),
+    ("empty-user-id", {"user_id": ""}),
+    ("empty-user-ids", {"user_id": None, "user_ids": []}),
+]
+
+
+@pytest.mark.parametrize("changes", [c for _, c in BAD_BODIES], ids=[n for n, _ in BAD_BODIES])
+async def test_invalid_create_is_422_and_writes_nothing(
+    api: Server, user: str, rows: Any, changes: dict[str, Any]
+) -> None:
+    request = {k: v for k, v in {**body(user), **changes}.items() if v is not None}
+    answer = await api.http.post(NOTIFICATIONS, json=request, headers=api.producer)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert error["error"] == "validation_failed"
+    assert error["detail"]
+    assert await rows(api, user) == []
+
+
+@pytest.mark.parametrize(
+    "link", ["https://example.com/campaigns/1?tab=stats#top", "http://localhost:3000/x", "/c/9"]
+)
+async def test_safe_links_are_kept(api: Server, user: str, link: str) -> None:
+    assert (await api.send(user, link_url=link))["link_url"] == link
+
+
+async def test_link_of_2048_characters_is_accepted(api: Server, user: str) -> None:
+    link = "/" + "a" * 2047
+    assert (await api.send(user, link_url=link))["link_url"] == link
+
+
+async def test_failed_multi_user_create_creates_none(api: Server, user: str, rows: Any) -> None:
+    good = [f"{user}-{i}" for i in range(3)]
+    answer = await api.http.post(
+        NOTIFICATIONS,
+        json={"user_ids": [good[0], "x" * 256, *good[1:]], "type": "GENERIC_INFO", "message": "m"},
+        headers=api.producer,
+    )
+    assert answer.status_code == 422
+    for recipient in good:
+        assert await rows(api, recipient) == []
+
+
+# Idempotency
+
+
+async def test_retry_with_the_same_idempotency_key_returns_the_original(
+    api: Server, user: str, rows: Any
+) -> None:
+    headers = {**api.producer, "Idempotency-Key": f"key-{user}"}
+    first = await api.http.post(NOTIFICATIONS, json=body(user), headers=headers)
+    retry = await api.http.post(NOTIFICATIONS, json=body(user), headers=headers)
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(await rows(api, user)) == 1
+
+
+async def test_idempotency_key_in_the_body_works_too(api: Server, user: str, rows: Any) -> None:
+    request = {
+        "user_ids": [user, user + "-b"],
+        "type": "GENERIC_INFO",
+        "message": "m",
+        "idempotency_key": f"body-{user}",
+    }
+    first = await api.http.post(NOTIFICATIONS, json=request, headers=api.producer)
+    retry = await api.http.post(NOTIFICATIONS, json=request, headers=api.producer)
+    assert retry.json() == first.json()
+    assert len(await rows(api, user)) == 1
+
+
+async def test_same_key_with_a_different_body_is_409(api: Server, user: str, rows: Any) -> None:
+    headers = {**api.producer, "Idempotency-Key": f"key-{user}"}
+    await api.http.post(NOTIFICATIONS, json=body(user), headers=headers)
+    answer = await api.http.post(NOTIFICATIONS, json=body(user, message="other"), headers=headers)
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "idempotency_conflict"
+    assert len(await rows(api, user)) == 1
+
+
+async def test_concurrent_retries_with_one_key_create_once(
+    api: Server, user: str, rows: Any
+) -> None:
+    headers = {**api.producer, "Idempotency-Key": f"race-{user}"}
+    answers = await asyncio.gather(
+        *(api.http.post(NOTIFICATIONS, json=body(user), headers=headers) for _ in range(5))
+    )
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(await rows(api, user)) == 1
+
+
+async def test_header_and_body_keys_that_differ_are_422(api: Server, user: str) -> None:
+    headers = {**api.producer, "Idempotency-Key": "one"}
+    answer = await api.http.post(
+        NOTIFICATIONS, json=body(user, idempotency_key="two"), headers=headers
+    )
+    assert answer.status_code == 422
+
+
+# Documentation
+
+
+async def test_openapi_describes_every_call(api: Server) -> None:
+    schema = (await api.http.get("/openapi.json")).json()
+    paths = schema["paths"]
+    assert set(paths["/api/v1/notifications/"]) == {"get", "post"}
+    assert "get" in paths["/api/v1/notifications/unread-count"]
+    assert "patch" in paths["/api/v1/notifications/{notification_id}/read"]
+    assert "post" in paths["/api/v1/notifications/read-all"]
+    assert (await api.http.get("/docs")).status_code == 200
