@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .conftest import JWT_SECRET, Server
+from .conftest import JWT_SECRET, Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 
@@ -245,6 +245,22 @@ async def test_failed_multi_user_create_creates_none(api: Server, user: str, row
     )
     assert answer.status_code == 422
     for recipient in good:
+        assert await rows(api, recipient) == []
+
+
+async def test_more_recipients_than_allowed_is_422_and_writes_nothing(
+    servers: ServerPool, user: str, rows: Any
+) -> None:
+    api = await servers.get("sqlite", "inprocess", max_recipients=3)
+    users = [f"{user}-{i}" for i in range(4)]
+    answer = await api.http.post(
+        NOTIFICATIONS,
+        json={"user_ids": users, "type": "GENERIC_INFO", "message": "m"},
+        headers=api.producer,
+    )
+    assert answer.status_code == 422
+    assert "at most 3" in answer.json()["detail"]
+    for recipient in users:
         assert await rows(api, recipient) == []
 
 

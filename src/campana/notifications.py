@@ -46,8 +46,11 @@ async def create_notifications(
     producer: str,
     request: NotificationCreate,
     idempotency_key: str | None,
+    max_recipients: int,
 ) -> Created:
     """Create one item per recipient, all or none, then announce each to its owner."""
+    if len(request.recipients) > max_recipients:
+        raise InvalidRequest(f"at most {max_recipients} recipients in one call")
     key = _idempotency_key(idempotency_key, request.idempotency_key)
     fingerprint = hashlib.sha256(request.fingerprint()).hexdigest()
     if key is not None:

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias, Unpack, cast
 
-from sqlalchemy import Row, delete, event, func, not_, select, update
+from sqlalchemy import Row, Table, delete, event, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import (
 from campana.models import IdempotencyRecord, Notification, UserVersion
 from campana.settings import Settings
 
-notifications = Notification.__table__
-user_versions = UserVersion.__table__
-idempotency_keys = IdempotencyRecord.__table__
+notifications = cast(Table, Notification.__table__)
+user_versions = cast(Table, UserVersion.__table__)
+idempotency_keys = cast(Table, IdempotencyRecord.__table__)
+
+AnyRow: TypeAlias = Row[Unpack[tuple[Any, ...]]]
 
 ITEM_COLUMNS = (
     notifications.c.id,
@@ -63,8 +65,12 @@ async def use_snapshot_isolation(session: AsyncSession) -> None:
 
     SQLite needs nothing: its single pooled connection lets no write in meanwhile.
     """
-    if session.bind.dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 # Versions
@@ -77,13 +83,15 @@ async def bump_versions(session: AsyncSession, user_ids: Sequence[str]) -> dict[
     the transaction reads after this sees all earlier versions committed, which is what
     makes (version, unread count) pairs consistent.
     """
-    dialect = session.bind.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(user_versions)
-    statement = statement.on_conflict_do_update(
-        index_elements=[user_versions.c.user_id],
-        set_={"version": user_versions.c.version + 1},
-    ).returning(user_versions.c.user_id, user_versions.c.version)
+    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    statement = (
+        insert(user_versions)
+        .on_conflict_do_update(
+            index_elements=[user_versions.c.user_id],
+            set_={"version": user_versions.c.version + 1},
+        )
+        .returning(user_versions.c.user_id, user_versions.c.version)
+    )
     rows = await session.execute(
         statement, [{"user_id": user_id, "version": 1} for user_id in sorted(user_ids)]
     )
@@ -131,7 +139,7 @@ async def insert_notifications(session: AsyncSession, rows: Sequence[NewNotifica
 
 async def list_notifications(
     session: AsyncSession, user_id: str, *, skip: int, limit: int
-) -> Sequence[Row[Any]]:
+) -> Sequence[AnyRow]:
     result = await session.execute(
         select(*ITEM_COLUMNS)
         .where(notifications.c.user_id == user_id)
@@ -144,7 +152,7 @@ async def list_notifications(
 
 async def find_notification(
     session: AsyncSession, user_id: str, notification_id: uuid.UUID
-) -> Row[Any] | None:
+) -> AnyRow | None:
     result = await session.execute(
         select(*ITEM_COLUMNS).where(
             notifications.c.id == notification_id, notifications.c.user_id == user_id
@@ -155,7 +163,7 @@ async def find_notification(
 
 async def mark_read(
     session: AsyncSession, user_id: str, notification_id: uuid.UUID
-) -> Row[Any] | None:
+) -> AnyRow | None:
     """The item if this call read it; ``None`` if it was already read, or is not the user's."""
     result = await session.execute(
         update(notifications)
@@ -199,7 +207,7 @@ async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[
 
 async def find_idempotency_record(
     session: AsyncSession, producer: str, key: str
-) -> Row[Any] | None:
+) -> AnyRow | None:
     result = await session.execute(
         select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
             idempotency_keys.c.producer == producer, idempotency_keys.c.key == key

@@ -99,6 +99,7 @@ async def create_notifications(
         producer=producer.user_id,
         request=body,
         idempotency_key=idempotency_key,
+        max_recipients=services.settings.max_recipients,
     )
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"

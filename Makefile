@@ -1,0 +1,43 @@
+# The few commands the README names. Each sets up what it needs first.
+UV_VERSION := 0.13.8
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+# Use the machine's Python (3.11+); never download one.
+export UV_PYTHON_DOWNLOADS := never
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test check bench clean
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --quiet
+	@touch $@
+
+## serve: set up, print an example token, run the service on the embedded default
+serve: .venv/.synced
+	@.venv/bin/campana migrate >/dev/null
+	@echo "Example token for user 'demo' (valid 24 h):"
+	@echo
+	@.venv/bin/campana token demo --ttl 86400
+	@echo
+	@echo "Socket:  wscat -c \"ws://$(HOST):$(PORT)/api/v1/notifications/ws?token=<token>\""
+	@echo "Send:    .venv/bin/campana send demo --type CAMPAIGN_SCHEDULED --message 'Hello' --url http://$(HOST):$(PORT)"
+	@echo "API:     http://$(HOST):$(PORT)/docs"
+	@echo
+	.venv/bin/campana serve --host $(HOST) --port $(PORT)
+
+## test: set up and run the test suite (PostgreSQL tests skip when it is not reachable)
+test: .venv/.synced
+	.venv/bin/pytest
+
+## check: lint, format and type checks
+check: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
