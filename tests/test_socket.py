@@ -45,7 +45,7 @@ async def test_snapshot_holds_at_most_the_twenty_newest(server: Server, user: st
         "",
         "?token=",
         "?token=not-a-jwt",
-        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "wrong-secret"),
+        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "wrong-secret-" * 3),
         "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, JWT_SECRET),
         "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
         "?token=" + jwt.encode({"sub": "u"}, JWT_SECRET),

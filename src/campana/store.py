@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias, Unpack, cast
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import Row, Table, delete, event, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,7 +24,7 @@ notifications = cast(Table, Notification.__table__)
 user_versions = cast(Table, UserVersion.__table__)
 idempotency_keys = cast(Table, IdempotencyRecord.__table__)
 
-AnyRow: TypeAlias = Row[Unpack[tuple[Any, ...]]]
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 ITEM_COLUMNS = (
     notifications.c.id,
@@ -205,9 +205,7 @@ async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[
 # Idempotency keys
 
 
-async def find_idempotency_record(
-    session: AsyncSession, producer: str, key: str
-) -> AnyRow | None:
+async def find_idempotency_record(session: AsyncSession, producer: str, key: str) -> AnyRow | None:
     result = await session.execute(
         select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
             idempotency_keys.c.producer == producer, idempotency_keys.c.key == key
