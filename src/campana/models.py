@@ -64,7 +64,7 @@ class Notification(Base):
             "ix_notifications_user_unread",
             "user_id",
             postgresql_where=text("NOT is_read"),
-            sqlite_where=text("NOT is_read"),
+            sqlite_where=text("is_read = 0"),  # as SQLAlchemy renders `not_(is_read)` there
         ),
     )
 

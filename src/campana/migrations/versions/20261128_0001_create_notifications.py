@@ -40,7 +40,7 @@ def upgrade() -> None:
         "notifications",
         ["user_id"],
         postgresql_where=sa.text("NOT is_read"),
-        sqlite_where=sa.text("NOT is_read"),
+        sqlite_where=sa.text("is_read = 0"),  # as SQLAlchemy renders `not_(is_read)` there
     )
     op.create_table(
         "user_versions",
