@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    if settings.redis_url:
+        print(
+            "campana: CAMPANA_REDIS_URL: the Redis broker is not in this version", file=sys.stderr
+        )  # noqa: T201
+        return 2
     if settings.is_embedded_database:
         _migrate(settings, args)
     elif not migrations.is_current(settings.resolved_database_url):

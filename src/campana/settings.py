@@ -120,10 +120,13 @@ class Settings(BaseSettings):
         algorithms = set(self.jwt_algorithms)
         if algorithms & HMAC_ALGORITHMS and algorithms & PUBLIC_KEY_ALGORITHMS:
             raise ValueError(
-                "jwt_algorithms: mixing HMAC and public-key algorithms invites key confusion"
+                "CAMPANA_JWT_ALGORITHMS mixes HMAC and public-key algorithms (key confusion)"
             )
         if algorithms & PUBLIC_KEY_ALGORITHMS and not (self.jwt_public_key or self.jwt_jwks_url):
-            raise ValueError("jwt_public_key or jwt_jwks_url is needed for public-key algorithms")
+            raise ValueError(
+                "CAMPANA_JWT_ALGORITHMS names a public-key algorithm: "
+                "set CAMPANA_JWT_PUBLIC_KEY or CAMPANA_JWT_JWKS_URL"
+            )
         return self
 
     @property
@@ -170,6 +173,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         first = error.errors()[0]
-        name = ".".join(str(part) for part in first["loc"]) or "settings"
-        env_name = f"CAMPANA_{name.upper()}" if first["loc"] else "settings"
-        raise InvalidSettings(f"invalid {env_name}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:
+            raise InvalidSettings(f"invalid settings: {message}") from None
+        name = "CAMPANA_" + str(first["loc"][0]).upper()
+        raise InvalidSettings(f"invalid {name}: {message}") from None
