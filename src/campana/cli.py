@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         return int(args.run(settings, args))
     except InvalidSettings as error:
-        print(f"campana: {error}", file=sys.stderr)  # noqa: T201
+        print(f"campana: {error}", file=sys.stderr)
         return 2
 
 
@@ -69,12 +69,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.redis_url:
         print(
             "campana: CAMPANA_REDIS_URL: the Redis broker is not in this version", file=sys.stderr
-        )  # noqa: T201
+        )
         return 2
     if settings.is_embedded_database:
         _migrate(settings, args)
     elif not migrations.is_current(settings.resolved_database_url):
-        print("campana: the database schema is not current; run `campana migrate`", file=sys.stderr)  # noqa: T201
+        print("campana: the database schema is not current; run `campana migrate`", file=sys.stderr)
         return 2
     if settings.uses_hmac:
         settings.hmac_secret()  # generated before workers start, so they share it
@@ -107,15 +107,15 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     if settings.is_embedded_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.resolved_database_url)
-    print("campana: database is current")  # noqa: T201
+    print("campana: database is current")
     return 0
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        print(mint_token(settings, args.user, ttl_seconds=args.ttl, scopes=tuple(args.scope)))  # noqa: T201
+        print(mint_token(settings, args.user, ttl_seconds=args.ttl, scopes=tuple(args.scope)))
     except ValueError as error:
-        print(f"campana: {error}", file=sys.stderr)  # noqa: T201
+        print(f"campana: {error}", file=sys.stderr)
         return 2
     return 0
 
@@ -132,12 +132,12 @@ def _send(settings: Settings, args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            print(response.read().decode())  # noqa: T201
+            print(response.read().decode())
     except urllib.error.HTTPError as error:
-        print(f"campana: {error.code} {error.read().decode()}", file=sys.stderr)  # noqa: T201
+        print(f"campana: {error.code} {error.read().decode()}", file=sys.stderr)
         return 1
     except urllib.error.URLError as error:
-        print(f"campana: cannot reach {args.url}: {error.reason}", file=sys.stderr)  # noqa: T201
+        print(f"campana: cannot reach {args.url}: {error.reason}", file=sys.stderr)
         return 1
     return 0
 
