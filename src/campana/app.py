@@ -129,6 +129,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _error: Exception) -> JSONResponse:
+        # Logged by the server with its traceback; the client learns nothing internal.
+        return JSONResponse({"error": "internal_error", "detail": "internal error"}, 500)
+
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
 
 
