@@ -128,7 +128,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers=error.headers,
         )
 
-
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _error: Exception) -> JSONResponse:
         # Logged by the server with its traceback; the client learns nothing internal.
