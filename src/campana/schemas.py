@@ -37,7 +37,21 @@ class NotificationType(enum.StrEnum):
 class NotificationItem(BaseModel):
     """One notification as frontends see it (the guide's ``NotificationItem``)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f487f1b-a1a8-46b1-bbb1-c2e1c9497b4e",
+                    "message": "Campaign 'Black Friday' is scheduled for 09:00.",
+                    "type": "CAMPAIGN_SCHEDULED",
+                    "link_url": "/campaigns/981",
+                    "is_read": False,
+                    "created_at": "2026-11-28T07:00:00.123456Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     message: str
@@ -130,7 +144,7 @@ class NotificationCreate(BaseModel):
 
 
 class UnreadCount(BaseModel):
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, examples=[3])
 
 
 # Event names of the wire format, to the letter of the frontend guide.
