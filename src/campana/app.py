@@ -15,12 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campana import __version__, notifications, store
-from campana.api import rest, ws
+from campana.api import operations, rest, ws
 from campana.api.deps import Services
+from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
-from campana.broker import Broker, InProcessBroker
+from campana.broker import Broker, InProcessBroker, RedisBroker
 from campana.errors import CampanaError
-from campana.hub import ClientLimits, Hub
+from campana.hub import Hub, SocketLimits
 from campana.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ Errors are JSON: `{"error": "<code>", "detail": "<what is wrong>"}`.
 
 def create_broker(settings: Settings) -> Broker:
     if settings.redis_url:
-        raise NotImplementedError("the Redis broker is not part of this build yet")
+        return RedisBroker(settings.redis_url)
     return InProcessBroker()
 
 
@@ -55,10 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub(
             broker,
             keepalive_seconds=settings.keepalive_seconds,
-            limits=ClientLimits(
+            limits=SocketLimits(
                 max_frame_bytes=settings.ws_max_frame_bytes,
                 rate_per_second=settings.ws_rate_per_second,
                 burst=settings.ws_rate_burst,
+                send_queue_size=settings.ws_send_queue_size,
+                per_user=settings.max_sockets_per_user,
+                per_process=settings.max_sockets_per_process,
             ),
         )
         services = Services(
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             purge.cancel()
-            await hub.close()
+            await hub.close(settings.shutdown_grace_seconds)
             await engine.dispose()
 
     app = FastAPI(
@@ -92,8 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         expose_headers=["Idempotent-Replayed"],
     )
+    app.add_middleware(RequestMetrics)
     app.include_router(rest.router)
     app.include_router(ws.router)
+    app.include_router(operations.router)
     _install_error_handlers(app)
     return app
 

@@ -6,17 +6,36 @@ default (one process); a Redis broker implements the same protocol for many proc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from campana import metrics
 from campana.schemas import Event
 
+logger = logging.getLogger(__name__)
+
 Deliver = Callable[[Event], None]
+Resync = Callable[[], None]
 
 
 class Broker(Protocol):
-    async def start(self, deliver: Deliver) -> None:
-        """Begin handing events of subscribed users to ``deliver``."""
+    async def start(self, deliver: Deliver, resync: Resync) -> None:
+        """Begin handing events of subscribed users to ``deliver``.
+
+        ``resync`` is called when events may have been missed (a broker outage ended), so
+        that every socket can be sent the current state again.
+        """
 
     async def close(self) -> None: ...
 
@@ -28,6 +47,9 @@ class Broker(Protocol):
     async def publish(self, events: Sequence[Event]) -> None:
         """Send events, already serialised, to every process subscribed to their user."""
 
+    async def ping(self) -> None:
+        """Raise unless the broker is reachable (readiness)."""
+
 
 class InProcessBroker:
     """Delivers in the publishing process itself: the broker of a single process."""
@@ -36,7 +58,7 @@ class InProcessBroker:
         self._deliver: Deliver | None = None
         self._subscribed: set[str] = set()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, resync: Resync) -> None:
         self._deliver = deliver
 
     async def close(self) -> None:
@@ -56,3 +78,165 @@ class InProcessBroker:
         for event in events:
             if event.user_id in self._subscribed:
                 deliver(event)
+
+    async def ping(self) -> None:
+        return None
+
+
+CHANNEL_PREFIX = "campana:user:"
+BACKOFF_FIRST_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 5.0
+
+
+def encode_message(event: Event) -> bytes:
+    """``<version> <published_at> <name>\n<frame>``: the frame travels untouched."""
+    return f"{event.version} {event.published_at!r} {event.name}\n{event.frame}".encode()
+
+
+def decode_message(channel: bytes, data: bytes) -> Event:
+    head, _, frame = data.decode().partition("\n")
+    version, published_at, name = head.split(" ", 2)
+    user_id = channel.decode().removeprefix(CHANNEL_PREFIX)
+    return Event(user_id, int(version), name, frame, float(published_at))
+
+
+def _channel(user_id: str) -> bytes:
+    return (CHANNEL_PREFIX + user_id).encode()
+
+
+class RedisBroker:
+    """Redis Pub/Sub: one channel per user, one subscriber connection per process.
+
+    A reader task owns the subscriber connection. When it breaks, the task reconnects
+    with capped, jittered backoff, subscribes again to every channel this process needs
+    and calls ``resync``: what was published meanwhile is lost to Pub/Sub, so the sockets
+    are sent the current state instead.
+    """
+
+    def __init__(self, url: str, *, subscribe_timeout: float = 5.0) -> None:
+        no_retry = Retry(NoBackoff(), 0)
+        self._publisher: Redis = Redis.from_url(
+            url, retry=no_retry, socket_connect_timeout=2, socket_timeout=5
+        )
+        # The subscriber waits for messages indefinitely: no read timeout on it.
+        self._subscriber: Redis = Redis.from_url(
+            url, retry=no_retry, socket_connect_timeout=2, socket_timeout=None
+        )
+        self._subscribe_timeout = subscribe_timeout
+        # Subscribed even with no user, so the connection always has a channel to read.
+        self._process_channel = f"campana:process:{uuid.uuid4().hex}".encode()
+        self._wanted: set[str] = set()
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._deliver: Deliver | None = None
+        self._resync: Resync | None = None
+        self._resync_pending = False
+
+    @property
+    def connected(self) -> bool:
+        return self._pubsub is not None
+
+    async def start(self, deliver: Deliver, resync: Resync) -> None:
+        self._deliver = deliver
+        self._resync = resync
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._publisher.aclose()
+        await self._subscriber.aclose()
+
+    async def subscribe(self, user_id: str) -> None:
+        self._wanted.add(user_id)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # Broker down: the resync after reconnecting covers this socket.
+        channel = _channel(user_id)
+        confirmed = self._confirmations.get(channel)
+        if confirmed is None:
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[channel] = confirmed
+        try:
+            await pubsub.subscribe(channel)
+            # Redis confirms once it will route every later PUBLISH to us.
+            await asyncio.wait_for(asyncio.shield(confirmed), self._subscribe_timeout)
+        except (RedisError, OSError, TimeoutError):
+            logger.warning("subscribing a user failed; the reader will reconnect and resync")
+
+    async def unsubscribe(self, user_id: str) -> None:
+        self._wanted.discard(user_id)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.unsubscribe(_channel(user_id))
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if len(events) == 1:
+            event = events[0]
+            await self._publisher.publish(_channel(event.user_id), encode_message(event))
+            return
+        async with self._publisher.pipeline(transaction=False) as pipeline:
+            for event in events:
+                pipeline.publish(_channel(event.user_id), encode_message(event))
+            await pipeline.execute()
+
+    async def ping(self) -> None:
+        await self._publisher.ping()
+
+    async def _read_forever(self) -> None:
+        delay = BACKOFF_FIRST_SECONDS
+        first = True
+        while True:
+            pubsub = self._subscriber.pubsub()
+            try:
+                channels = [*(_channel(u) for u in self._wanted), self._process_channel]
+                await pubsub.subscribe(*channels)
+                self._pubsub = pubsub
+                if not first:
+                    metrics.broker_reconnects.inc()
+                    logger.warning("broker connection is back; resending state to sockets")
+                    # Resync once Redis confirms the last channel, so none can miss a PUBLISH.
+                    self._resync_pending = True
+                first = False
+                delay = BACKOFF_FIRST_SECONDS
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                logger.warning("broker connection lost (%s); reconnecting", type(error).__name__)
+            finally:
+                self._pubsub = None
+                self._release_waiters()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel: bytes = message["channel"]
+        if kind == "message":
+            if self._deliver is not None and channel != self._process_channel:
+                self._deliver(decode_message(channel, message["data"]))
+        elif kind == "subscribe":
+            if channel == self._process_channel and self._resync_pending:
+                self._resync_pending = False
+                if self._resync is not None:
+                    self._resync()
+            confirmed = self._confirmations.pop(channel, None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+
+    def _release_waiters(self) -> None:
+        for confirmed in self._confirmations.values():
+            if not confirmed.done():
+                confirmed.set_result(None)
+        self._confirmations.clear()

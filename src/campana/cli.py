@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -37,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes on this port (needs CAMPANA_REDIS_URL)"
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -78,16 +84,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if settings.uses_hmac:
         settings.hmac_secret()  # generated before workers start, so they share it
+    if args.workers > 1:
+        _share_metrics_between_workers()
     uvicorn.run(
         "campana.app:create_app_from_environment",
         factory=True,
         host=args.host,
         port=args.port,
-        log_config=log_config(args.log_level.upper()),
+        log_config=log_config(args.log_level.upper(), settings.log_format),
         proxy_headers=True,
+        workers=args.workers,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         **server_options(settings),
     )
     return 0
+
+
+def _share_metrics_between_workers() -> None:
+    """Each worker writes its metrics to one folder; /metrics sums them."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="campana-metrics-")
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

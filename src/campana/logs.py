@@ -6,6 +6,8 @@ import logging
 import re
 from typing import Any
 
+import orjson
+
 _TOKEN_IN_QUERY = re.compile(r"(?i)(token=)[^&\s\"']+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 REDACTED = "[redacted]"
@@ -31,24 +33,46 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
-    """Uvicorn's own formats, with the redacting filter on every handler."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line; access lines carry their fields separately."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            client, method, path, http_version, status = record.args
+            line.update(client=client, method=method, path=path, status=status)
+            line["http_version"] = http_version
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(line, default=str).decode()
+
+
+def log_config(level: str = "INFO", log_format: str = "text") -> dict[str, Any]:
+    """Uvicorn's own formats (or JSON), with the redacting filter on every handler."""
     redacting = {"redact_tokens": {"()": RedactTokens}}
+    text_formatters = {
+        "default": {
+            "()": "uvicorn.logging.DefaultFormatter",
+            "fmt": "%(levelprefix)s %(message)s",
+            "use_colors": None,
+        },
+        "access": {
+            "()": "uvicorn.logging.AccessFormatter",
+            "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        },
+    }
+    json_formatters = {"default": {"()": JsonFormatter}, "access": {"()": JsonFormatter}}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": redacting,
-        "formatters": {
-            "default": {
-                "()": "uvicorn.logging.DefaultFormatter",
-                "fmt": "%(levelprefix)s %(message)s",
-                "use_colors": None,
-            },
-            "access": {
-                "()": "uvicorn.logging.AccessFormatter",
-                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
-            },
-        },
+        "formatters": json_formatters if log_format == "json" else text_formatters,
         "handlers": {
             "default": {
                 "formatter": "default",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from campana import store
+from campana import metrics, store
 from campana.broker import Broker
 from campana.errors import IdempotencyConflict, InvalidRequest, NotificationNotFound
 from campana.schemas import (
@@ -98,10 +99,11 @@ async def create_notifications(
         return replay
 
     events: list[Event] = []
+    committed_at = time.time()
     for row, item in zip(rows, items, strict=True):
         version = versions[row.user_id]
-        events.append(created_event(row.user_id, version, item))
-        events.append(count_event(row.user_id, version, counts[row.user_id]))
+        events.append(created_event(row.user_id, version, item, committed_at))
+        events.append(count_event(row.user_id, version, counts[row.user_id], committed_at))
     await _publish(broker, events)
     return Created(items=items, replayed=False)
 
@@ -140,9 +142,13 @@ async def mark_read(
             return NotificationItem.model_validate(unchanged)
         version = (await store.bump_versions(session, [user_id]))[user_id]
         count = await store.unread_count(session, user_id)
+    committed_at = time.time()
     await _publish(
         broker,
-        [read_event(user_id, version, notification_id), count_event(user_id, version, count)],
+        [
+            read_event(user_id, version, notification_id, committed_at),
+            count_event(user_id, version, count, committed_at),
+        ],
     )
     return NotificationItem.model_validate(row)
 
@@ -153,7 +159,7 @@ async def mark_all_read(db: Database, broker: Broker, *, user_id: str) -> int:
         # The version row is locked before the update, so no create can slip in between.
         version = (await store.bump_versions(session, [user_id]))[user_id]
         await store.mark_all_read(session, user_id)
-    await _publish(broker, [count_event(user_id, version, 0)])
+    await _publish(broker, [count_event(user_id, version, 0, time.time())])
     return 0
 
 
@@ -197,5 +203,6 @@ async def _publish(broker: Broker, events: Sequence[Event]) -> None:
     """Publish after commit. A broker failure loses live delivery, never the data."""
     try:
         await broker.publish(events)
+        metrics.events_published.inc(len(events))
     except Exception:
         logger.exception("publishing %d events failed; clients recover on reconnect", len(events))

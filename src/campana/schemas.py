@@ -177,25 +177,30 @@ class Event:
     version: int
     name: str
     frame: str
+    published_at: float = 0.0  # wall clock after the commit; 0 for frames made per socket
 
     @property
     def is_count(self) -> bool:
         return self.name == UNREAD_COUNT_UPDATED
 
 
-def created_event(user_id: str, version: int, item: NotificationItem) -> Event:
+def created_event(
+    user_id: str, version: int, item: NotificationItem, published_at: float = 0.0
+) -> Event:
     frame = encode_frame(NOTIFICATION_CREATED, item_payload(item))
-    return Event(user_id, version, NOTIFICATION_CREATED, frame)
+    return Event(user_id, version, NOTIFICATION_CREATED, frame, published_at)
 
 
-def read_event(user_id: str, version: int, notification_id: uuid.UUID) -> Event:
+def read_event(
+    user_id: str, version: int, notification_id: uuid.UUID, published_at: float = 0.0
+) -> Event:
     frame = encode_frame(NOTIFICATION_READ, {"id": str(notification_id), "is_read": True})
-    return Event(user_id, version, NOTIFICATION_READ, frame)
+    return Event(user_id, version, NOTIFICATION_READ, frame, published_at)
 
 
-def count_event(user_id: str, version: int, count: int) -> Event:
+def count_event(user_id: str, version: int, count: int, published_at: float = 0.0) -> Event:
     frame = encode_frame(UNREAD_COUNT_UPDATED, {"count": count})
-    return Event(user_id, version, UNREAD_COUNT_UPDATED, frame)
+    return Event(user_id, version, UNREAD_COUNT_UPDATED, frame, published_at)
 
 
 KEEPALIVE_FRAME: Final = encode_frame(KEEPALIVE, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,7 +41,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Unset: SQLite file in DATA_DIR. "
         "`postgresql://` and `sqlite:///` are given their async drivers.",
     )
-    redis_url: str | None = Field(None, description="Unset: in-process broker (one process).")
+    redis_url: str | None = Field(
+        None, description="Redis for Pub/Sub between processes. Unset: in-process broker."
+    )
 
     jwt_secret: str | None = Field(
         None,
@@ -77,6 +79,19 @@ class Settings(BaseSettings):
     ws_ping_timeout_seconds: float = Field(
         20.0, gt=0, description="A peer that does not answer a ping in time is dropped."
     )
+    ws_send_queue_size: int = Field(
+        256, ge=8, le=100_000, description="Frames queued per socket before close 1013."
+    )
+    max_sockets_per_user: int = Field(
+        20, ge=1, le=10_000, description="Sockets per user and process; the oldest closes 4429."
+    )
+    max_sockets_per_process: int = Field(
+        50_000, ge=1, description="Open sockets per process; more are closed with 1013."
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, gt=0, le=600, description="Time to close sockets and finish requests on SIGTERM."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one object a line.")
     idempotency_ttl_hours: float = Field(
         24.0, ge=24, description="How long Idempotency-Key answers are kept."
     )
@@ -97,6 +112,13 @@ class Settings(BaseSettings):
         for name in value:
             if name not in HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS:
                 raise ValueError(f"{name!r} is not an accepted algorithm")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator("database_url")

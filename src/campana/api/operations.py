@@ -1,0 +1,78 @@
+"""Liveness, readiness and metrics, for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from campana import metrics
+from campana.api.deps import ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Database and broker are reachable",
+    responses={503: {"description": "`failed` names what is unreachable."}},
+)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    failed: list[str] = []
+    try:
+        async with services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception:
+        failed.append("database")
+    try:
+        await services.broker.ping()
+    except Exception:
+        failed.append("broker")
+    if failed:
+        return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+    return JSONResponse({"status": "ready", "sockets": services.hub.socket_count})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+class RequestMetrics:
+    """Times each HTTP request by route template (never by raw path: ids would explode it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.request_latency.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
