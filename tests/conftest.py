@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -36,6 +37,7 @@ from .client import Socket
 POSTGRES_URL = os.environ.get(
     "CAMPANA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("CAMPANA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("CAMPANA_TEST_REQUIRE_SERVICES") == "1"
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 ALLOWED_ORIGIN = "http://app.example"
@@ -123,7 +125,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def database_urls(data_dir: Path) -> dict[str, str]:
-    """Where each kind of database is; PostgreSQL is emptied and migrated once."""
+    """Where each service is; PostgreSQL is emptied and migrated once."""
     urls = {"sqlite": "sqlite"}
     try:
         _reset_postgres(POSTGRES_URL)
@@ -132,6 +134,12 @@ def database_urls(data_dir: Path) -> dict[str, str]:
     except OSError as error:
         if REQUIRE_SERVICES:
             pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {error}")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        urls["redis"] = REDIS_URL
+    except redis.ConnectionError as error:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Redis at {REDIS_URL} is not reachable: {error}")
     return urls
 
 
@@ -164,6 +172,10 @@ class ServerPool:
         self._stops: list[Any] = []
 
     async def get(self, database: str, mode: str, **overrides: Any) -> Server:
+        """A server, started on first use; ``broker="redis"`` shares the test Redis."""
+        if overrides.get("broker") == "redis":
+            overrides = {k: v for k, v in overrides.items() if k != "broker"}
+            overrides["redis_url"] = database_url(self._database_urls, "redis")
         key = (database, mode, tuple(sorted(overrides.items())))
         if key not in self._servers:
             self._servers[key] = await self._start(database, mode, overrides)
@@ -278,10 +290,17 @@ async def api(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
     return await servers.get(request.param, "inprocess")
 
 
-@pytest.fixture(params=[(db, mode) for mode in MODES for db in DATABASES], ids="-".join)
+SOCKET_SETUPS = [(db, mode, "memory") for mode in MODES for db in DATABASES]
+SOCKET_SETUPS.append(("postgresql", "process", "redis"))
+
+
+@pytest.fixture(params=SOCKET_SETUPS, ids="-".join)
 async def server(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
-    """Each database, in-process and as a separate ``campana serve``: for socket behaviour."""
-    database, mode = request.param
+    """Each database, in-process and as a separate ``campana serve``, and PostgreSQL with
+    the Redis broker: for socket behaviour."""
+    database, mode, broker = request.param
+    if broker == "redis":
+        return await servers.get(database, mode, broker="redis")
     return await servers.get(database, mode)
 
 

@@ -72,10 +72,18 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    if settings.redis_url:
+    if args.workers < 1:
+        print("campana: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not settings.redis_url:
         print(
-            "campana: CAMPANA_REDIS_URL: the Redis broker is not in this version", file=sys.stderr
+            "campana: --workers above 1 needs CAMPANA_REDIS_URL: without a shared broker, "
+            "a notification would reach only the sockets of the worker that created it",
+            file=sys.stderr,
         )
+        return 2
+    if args.workers > 1 and settings.is_embedded_database:
+        print("campana: --workers above 1 needs CAMPANA_DATABASE_URL (PostgreSQL)", file=sys.stderr)
         return 2
     if settings.is_embedded_database:
         _migrate(settings, args)
