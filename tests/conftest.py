@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from campana import create_app, migrations
 from campana.auth import SEND_SCOPE, mint_token
-from campana.cli import server_options
+from campana.cli import listening_socket, server_options
 from campana.settings import Settings
 
 from .client import Socket
@@ -60,6 +60,7 @@ class Server:
     database: str
     mode: str
     log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -171,15 +172,24 @@ class ServerPool:
         self._servers: dict[tuple[Any, ...], Server] = {}
         self._stops: list[Any] = []
 
-    async def get(self, database: str, mode: str, **overrides: Any) -> Server:
-        """A server, started on first use; ``broker="redis"`` shares the test Redis."""
-        if overrides.get("broker") == "redis":
-            overrides = {k: v for k, v in overrides.items() if k != "broker"}
+    async def get(
+        self, database: str, mode: str, *, name: str = "", broker: str = "memory", **overrides: Any
+    ) -> Server:
+        """A server, started on first use and shared by every test asking for the same one.
+
+        ``broker="redis"`` uses the test Redis; ``name`` tells apart instances otherwise
+        alike (two instances of one cluster).
+        """
+        if broker == "redis":
             overrides["redis_url"] = database_url(self._database_urls, "redis")
-        key = (database, mode, tuple(sorted(overrides.items())))
+        key = (database, mode, name, tuple(sorted(overrides.items())))
         if key not in self._servers:
-            self._servers[key] = await self._start(database, mode, overrides)
+            self._servers[key] = await self.start(database, mode, **overrides)
         return self._servers[key]
+
+    async def start(self, database: str, mode: str, **overrides: Any) -> Server:
+        """A server of its own; stopped at the end of the session unless stopped before."""
+        return await self._start(database, mode, overrides)
 
     async def _start(self, database: str, mode: str, overrides: dict[str, Any]) -> Server:
         port = free_port()
@@ -195,6 +205,8 @@ class ServerPool:
             "data_dir": self._data_dir,
             "allowed_origins": [ALLOWED_ORIGIN],
             "keepalive_seconds": 30.0,
+            # Many servers share one PostgreSQL (100 connections) during a session.
+            "database_pool_size": 3,
             **overrides,
         }
         settings = Settings(**options)
@@ -205,7 +217,8 @@ class ServerPool:
         else:
             log_path = self._data_dir / f"serve-{port}.log"
             server = Server(settings, base_url, database, mode, log_path=log_path)
-            self._stops.append(_start_process(options, port, log_path))
+            stop, server.process = _start_process(options, port, log_path)
+            self._stops.append(stop)
         await _wait_until_up(base_url)
         return server
 
@@ -220,15 +233,10 @@ class ServerPool:
 
 
 async def _start_in_process(settings: Settings, port: int) -> Any:
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        **server_options(settings),
-    )
+    config = uvicorn.Config(create_app(settings), log_level="warning", **server_options(settings))
     server = _QuietServer(config)
-    task = asyncio.create_task(server.serve())
+    sock = listening_socket("127.0.0.1", port, settings.socket_send_buffer_bytes)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def stop() -> None:
         server.should_exit = True
@@ -245,7 +253,9 @@ def _environment(options: dict[str, Any]) -> dict[str, str]:
     return environment
 
 
-def _start_process(options: dict[str, Any], port: int, log_path: Path) -> Any:
+def _start_process(
+    options: dict[str, Any], port: int, log_path: Path
+) -> tuple[Any, subprocess.Popen[bytes]]:
     log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
@@ -262,7 +272,7 @@ def _start_process(options: dict[str, Any], port: int, log_path: Path) -> Any:
             process.kill()
         log.close()
 
-    return stop
+    return stop, process
 
 
 async def _wait_until_up(base_url: str) -> None:

@@ -40,7 +40,7 @@ async def test_token_and_serve_share_a_generated_secret_kept_private(tmp_path: P
     secret = tmp_path / "jwt-secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     port = free_port()
-    stop = _start_process({"data_dir": tmp_path}, port, tmp_path / "serve.log")
+    stop, _ = _start_process({"data_dir": tmp_path}, port, tmp_path / "serve.log")
     try:
         await _wait_until_up(f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import uuid
 from collections.abc import Callable, Sequence
@@ -120,7 +121,11 @@ class RedisBroker:
         )
         # The subscriber waits for messages indefinitely: no read timeout on it.
         self._subscriber: Redis = Redis.from_url(
-            url, retry=no_retry, socket_connect_timeout=2, socket_timeout=None
+            url,
+            retry=no_retry,
+            socket_connect_timeout=2,
+            socket_timeout=None,
+            client_name=f"campana-subscriber-{os.getpid()}",  # visible in CLIENT LIST
         )
         self._subscribe_timeout = subscribe_timeout
         # Subscribed even with no user, so the connection always has a channel to read.

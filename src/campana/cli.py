@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import urllib.error
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     if args.workers < 1:
         print("campana: --workers must be at least 1", file=sys.stderr)
@@ -94,17 +97,25 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.hmac_secret()  # generated before workers start, so they share it
     if args.workers > 1:
         _share_metrics_between_workers()
-    uvicorn.run(
+    config = uvicorn.Config(
         "campana.app:create_app_from_environment",
         factory=True,
-        host=args.host,
-        port=args.port,
         log_config=log_config(args.log_level.upper(), settings.log_format),
         proxy_headers=True,
         workers=args.workers,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         **server_options(settings),
     )
+    try:
+        sock = listening_socket(args.host, args.port, settings.socket_send_buffer_bytes)
+    except OSError as error:
+        print(f"campana: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -112,6 +123,22 @@ def _share_metrics_between_workers() -> None:
     """Each worker writes its metrics to one folder; /metrics sums them."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="campana-metrics-")
+
+
+def listening_socket(host: str, port: int, send_buffer_bytes: int) -> socket.socket:
+    """The listening socket; accepted connections inherit its send buffer size.
+
+    A bounded kernel buffer is what lets a client that stops reading fill its send queue
+    and be closed with 1013, instead of parking megabytes in the kernel.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer_bytes:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Unset: SQLite file in DATA_DIR. "
         "`postgresql://` and `sqlite:///` are given their async drivers.",
     )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections per process (twice as many at peaks).",
+    )
     redis_url: str | None = Field(
         None, description="Redis for Pub/Sub between processes. Unset: in-process broker."
     )
@@ -87,6 +93,9 @@ class Settings(BaseSettings):
     )
     max_sockets_per_process: int = Field(
         50_000, ge=1, description="Open sockets per process; more are closed with 1013."
+    )
+    socket_send_buffer_bytes: int = Field(
+        65536, ge=0, description="Kernel send buffer per connection. 0: the OS default."
     )
     shutdown_grace_seconds: float = Field(
         10.0, gt=0, le=600, description="Time to close sockets and finish requests on SIGTERM."

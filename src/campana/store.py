@@ -40,7 +40,8 @@ NEWEST_FIRST = (notifications.c.created_at.desc(), notifications.c.id.desc())
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url
     if not settings.is_embedded_database:
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        size = settings.database_pool_size
+        return create_async_engine(url, pool_size=size, max_overflow=size, pool_pre_ping=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # SQLite has one writer; one pooled connection turns "database is locked" into a queue.
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
