@@ -1,0 +1,131 @@
+"""What operators see: health, readiness, metrics, limits, workers and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .client import Socket
+from .conftest import Server, ServerPool, _environment, _wait_until_up, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_healthz_and_readyz_answer_when_all_is_reachable(api: Server) -> None:
+    assert (await api.http.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_metrics_count_sockets_events_and_latency(api: Server, user: str) -> None:
+    async with api.connect(user) as tab:
+        await tab.start()
+        await api.send(user)
+        await tab.next_event()
+        text = (await api.http.get("/metrics")).text
+    assert "campana_open_sockets 1.0" in text
+    assert "campana_events_published_total" in text
+    assert "campana_delivery_latency_seconds_count" in text
+    assert 'route="/api/v1/notifications/"' in text
+
+
+async def test_a_users_socket_beyond_the_cap_closes_the_oldest_with_4429(
+    servers: ServerPool, user: str
+) -> None:
+    server = await servers.get("sqlite", "inprocess", max_sockets_per_user=2)
+    async with contextlib.AsyncExitStack() as stack:
+        oldest, middle = [await stack.enter_async_context(server.connect(user)) for _ in "ab"]
+        for tab in (oldest, middle):
+            await tab.start()
+        newest = await stack.enter_async_context(server.connect(user))
+        await newest.start()
+        assert await oldest.close_code() == 4429
+        item = await server.send(user)
+        for tab in (middle, newest):
+            assert (await tab.next_event())["payload"] == item
+
+
+async def test_sockets_beyond_the_process_cap_are_closed_with_1013(
+    servers: ServerPool, user: str
+) -> None:
+    server = await servers.get("sqlite", "inprocess", max_sockets_per_process=2)
+    async with contextlib.AsyncExitStack() as stack:
+        tabs: list[Socket] = []
+        for i in range(2):
+            tabs.append(await stack.enter_async_context(server.connect(f"{user}-{i}")))
+            await tabs[-1].start()
+        refused = await stack.enter_async_context(server.connect(f"{user}-2"))
+        assert await refused.close_code() == 1013
+
+
+def _campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "campana.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_workers_without_redis_refuse_to_start(tmp_path: os.PathLike[str]) -> None:
+    result = _campana("serve", "--workers", "2", env=_environment({"data_dir": tmp_path}))
+    assert result.returncode == 2
+    assert "CAMPANA_REDIS_URL" in result.stderr
+
+
+async def test_workers_on_one_port_all_reach_the_users_sockets(
+    servers: ServerPool, user: str
+) -> None:
+    template = await servers.get("postgresql", "process", name="workers", broker="redis")
+    port = free_port()
+    options = {
+        "database_url": template.settings.database_url,
+        "redis_url": template.settings.redis_url,
+        "jwt_secret": template.settings.jwt_secret,
+        "database_pool_size": 2,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campana.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=_environment(options),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server = Server(template.settings, f"http://127.0.0.1:{port}", "postgresql", "process")
+        await _wait_until_up(server.base_url)
+        async with contextlib.AsyncExitStack() as stack:
+            tabs = [await stack.enter_async_context(server.connect(user)) for _ in range(8)]
+            await asyncio.gather(*(tab.start() for tab in tabs))
+            items = [await server.send(user, f"n{i}") for i in range(4)]
+            for tab in tabs:
+                created = [(await tab.next_event())["payload"] for _ in range(8)]
+                assert [f["id"] for f in created if "id" in f] == [i["id"] for i in items]
+        await server.http.aclose()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+async def test_json_logs_are_one_object_a_line_without_tokens(
+    servers: ServerPool, user: str
+) -> None:
+    server = await servers.get("sqlite", "process", log_format="json")
+    token = server.token(user)
+    async with server.connect(user, token=token) as tab:
+        await tab.start()
+    await server.http.get("/healthz")
+    await asyncio.sleep(0.3)
+    assert server.log_path is not None
+    lines = [line for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    assert any(r.get("path") == "/healthz" and r.get("status") == 200 for r in records)
+    assert token not in server.log_path.read_text()
