@@ -1,0 +1,254 @@
+"""Scale-out figures: memory per socket, and create-to-receipt latency across instances.
+
+Runs, in one command, against the local PostgreSQL and Redis:
+
+* a baseline: a bare ``websockets`` server that holds the same number of sockets and sends
+  each one frame (no auth, no database, no broker);
+* two ``campana serve`` instances sharing PostgreSQL and Redis, holding the same number of
+  authenticated sockets (one user each, half on each instance).
+
+Then it creates notifications through instance A at a fixed rate, for users whose socket
+is on instance B (cross-instance) and on A (same instance), and reports latency from the
+start of the create call to the frame's arrival. Usage::
+
+    .venv/bin/python bench/scale.py --sockets 4000 --rate 200 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from campana.auth import SEND_SCOPE, mint_token
+from campana.settings import Settings
+
+POSTGRES_URL = os.environ.get("CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
+REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "bench-secret-" + uuid.uuid4().hex
+
+BASELINE_SERVER = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+FRAME = '{"event":"snapshot","payload":[]}'
+async def handler(ws):
+    await ws.send(FRAME)
+    await ws.wait_closed()
+async def main():
+    async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None, max_size=4096):
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@contextlib.contextmanager
+def process(command: list[str], env: dict[str, str] | None = None) -> Iterator[int]:
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield child.pid
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+async def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def open_sockets(urls: list[str], first_frames: int) -> list[ClientConnection]:
+    """Open every socket, 200 at a time, and read its opening frames."""
+    opened: list[ClientConnection] = []
+    for start in range(0, len(urls), 200):
+        batch = await asyncio.gather(
+            *(connect(url, compression=None, max_size=None) for url in urls[start : start + 200])
+        )
+        for connection in batch:
+            for _ in range(first_frames):
+                await connection.recv()
+        opened.extend(batch)
+    return opened
+
+
+async def measure_memory(pid: int, urls: list[str], first_frames: int) -> tuple[float, list]:
+    await asyncio.sleep(0.5)
+    before = rss_bytes(pid)
+    sockets = await open_sockets(urls, first_frames)
+    await asyncio.sleep(1.0)
+    after = rss_bytes(pid)
+    return (after - before) / len(urls), sockets
+
+
+async def latency_run(
+    producer: httpx.AsyncClient, tabs: dict[str, ClientConnection], rate: float, seconds: float
+) -> list[float]:
+    """Create for random users at a fixed rate; seconds from call start to frame receipt."""
+    started: dict[str, float] = {}
+    latencies: list[float] = []
+    users = list(tabs)
+
+    async def listen(user: str, connection: ClientConnection) -> None:
+        while True:
+            frame = orjson.loads(await connection.recv())
+            if frame["event"] == "notification.created":
+                marker = frame["payload"]["message"]
+                if marker in started:
+                    latencies.append(time.perf_counter() - started.pop(marker))
+
+    listeners = [asyncio.create_task(listen(u, c)) for u, c in tabs.items()]
+    calls: list[asyncio.Task[httpx.Response]] = []
+    total = int(rate * seconds)
+    begin = time.perf_counter()
+    for i in range(total):
+        await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+        marker = f"bench-{i}-{uuid.uuid4().hex[:6]}"
+        started[marker] = time.perf_counter()
+        body = {"user_id": random.choice(users), "type": "GENERIC_INFO", "message": marker}
+        calls.append(asyncio.create_task(producer.post("/api/v1/notifications/", json=body)))
+    await asyncio.gather(*calls)
+    deadline = time.monotonic() + 10
+    while started and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for listener in listeners:
+        listener.cancel()
+    if started:
+        print(f"  {len(started)} of {total} notifications never arrived", file=sys.stderr)
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def describe(values: list[float]) -> str:
+    p50, p99, top = (
+        1000 * v for v in (statistics.median(values), percentile(values, 0.99), max(values))
+    )
+    return f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {top:6.1f} ms  ({len(values)} frames)"
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = Settings(jwt_secret=SECRET)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CAMPANA_")},
+        "CAMPANA_DATABASE_URL": POSTGRES_URL,
+        "CAMPANA_REDIS_URL": REDIS_URL,
+        "CAMPANA_JWT_SECRET": SECRET,
+        "CAMPANA_DATA_DIR": tempfile.mkdtemp(prefix="campana-bench-"),
+        "CAMPANA_DATABASE_POOL_SIZE": "10",
+    }
+    subprocess.run([sys.executable, "-m", "campana.cli", "migrate"], env=env, check=True)
+    half = args.sockets // 2
+    run = uuid.uuid4().hex[:6]
+
+    baseline_port = free_port()
+    with process([sys.executable, "-c", BASELINE_SERVER, str(baseline_port)]) as pid:
+        await wait_for_port(baseline_port)
+        urls = [f"ws://127.0.0.1:{baseline_port}/"] * half
+        baseline_per_socket, sockets = await measure_memory(pid, urls, 1)
+        await asyncio.gather(*(s.close() for s in sockets))
+
+    port_a, port_b = free_port(), free_port()
+    serve = [sys.executable, "-m", "campana.cli", "serve", "--log-level", "warning", "--port"]
+    with process([*serve, str(port_a)], env) as pid_a, process([*serve, str(port_b)], env) as pid_b:
+        await wait_for_port(port_a)
+        await wait_for_port(port_b)
+
+        def urls_for(port: int, users: list[str]) -> list[str]:
+            return [
+                f"ws://127.0.0.1:{port}/api/v1/notifications/ws?token="
+                + mint_token(settings, user, ttl_seconds=3600)
+                for user in users
+            ]
+
+        users_b = [f"bench-{run}-b{i}" for i in range(half)]
+        users_a = [f"bench-{run}-a{i}" for i in range(half)]
+        per_socket_b, sockets_b = await measure_memory(pid_b, urls_for(port_b, users_b), 2)
+        per_socket_a, sockets_a = await measure_memory(pid_a, urls_for(port_a, users_a), 2)
+        campana_per_socket = (per_socket_a + per_socket_b) / 2
+
+        producer_token = mint_token(settings, "bench-producer", scopes=(SEND_SCOPE,))
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port_a}",
+            headers={"Authorization": f"Bearer {producer_token}"},
+            limits=httpx.Limits(max_connections=50),
+            timeout=30,
+        ) as producer:
+            sample = args.listeners
+            # Warm-up: connection pools, first queries, Python's own caches.
+            await latency_run(
+                producer, dict(zip(users_b[:50], sockets_b[:50], strict=True)), args.rate, 1.0
+            )
+            same = await latency_run(
+                producer,
+                dict(zip(users_a[:sample], sockets_a[:sample], strict=True)),
+                args.rate,
+                args.seconds,
+            )
+            cross = await latency_run(
+                producer,
+                dict(zip(users_b[:sample], sockets_b[:sample], strict=True)),
+                args.rate,
+                args.seconds,
+            )
+        await asyncio.gather(*(s.close() for s in sockets_a + sockets_b))
+
+    print(f"\nsockets held: {args.sockets} ({half} per process, one user each)")
+    print(f"memory per socket, baseline websockets server: {baseline_per_socket / 1024:6.1f} KiB")
+    print(
+        f"memory per socket, campana (auth, snapshot, Redis): {campana_per_socket / 1024:6.1f} KiB"
+        f"  ratio {campana_per_socket / baseline_per_socket:.2f}x"
+    )
+    print(f"\ncreate-to-receipt at {args.rate:g}/s for {args.seconds:g}s, {half} sockets each:")
+    print(f"  same instance:  {describe(same)}")
+    print(f"  cross instance: {describe(cross)}")
+    ratio = percentile(cross, 0.99) / percentile(same, 0.99)
+    print(f"  cross/same p99 ratio {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sockets", type=int, default=4000)
+    parser.add_argument("--rate", type=float, default=200.0, help="creates per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--listeners", type=int, default=500, help="sockets that receive")
+    asyncio.run(main(parser.parse_args()))
