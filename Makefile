@@ -39,5 +39,9 @@ check: .venv/.synced
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+## bench: scale-out figures against a bare websockets server (local PostgreSQL and Redis)
+bench: .venv/.synced
+	.venv/bin/python bench/scale.py
+
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
