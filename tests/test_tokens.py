@@ -1,0 +1,223 @@
+"""Token verification as configured: public keys, JWKS, pinned algorithms, claims."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from campana import create_app, migrations
+from campana.settings import InvalidSettings, Settings, load_settings
+
+UNREAD = "/api/v1/notifications/unread-count"
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+@contextlib.asynccontextmanager
+async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on a fresh SQLite file, lifespan run, called in-process."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'auth.sqlite3'}"
+    await asyncio.to_thread(migrations.upgrade, url)
+    app = create_app(Settings(database_url=url, data_dir=tmp_path, **settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://campana") as client:
+            yield client
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    return {"sub": "alice", "exp": int(time.time()) + 60, **extra}
+
+
+def hmac_token(payload: dict[str, Any], key: bytes) -> str:
+    """An HS256 token signed by hand: PyJWT itself refuses a PEM key as an HMAC secret."""
+
+    def encode(part: bytes) -> str:
+        return base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+
+    signing_input = ".".join(
+        encode(json.dumps(p).encode()) for p in ({"alg": "HS256", "typ": "JWT"}, payload)
+    )
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{encode(signature)}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def pem(private_key: Any) -> str:
+    public = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return str(public.decode())
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def assert_refused(client: httpx.AsyncClient, token: str) -> None:
+    answer = await client.get(UNREAD, headers=bearer(token))
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json()["error"] == "unauthorized"
+
+
+async def test_rs256_token_signed_by_the_configured_key_is_accepted(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with app_client(tmp_path, jwt_algorithms=["RS256"], jwt_public_key=pem(rsa_key)) as c:
+        accepted = await c.get(UNREAD, headers=bearer(jwt.encode(claims(), rsa_key, "RS256")))
+        assert accepted.json() == {"count": 0}
+        await assert_refused(c, jwt.encode(claims(), stranger, "RS256"))
+        # Key confusion: the public key used as an HMAC secret must not pass.
+        await assert_refused(c, hmac_token(claims(), pem(rsa_key).encode()))
+
+
+async def test_es256_token_is_accepted_with_its_pem_key(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    async with app_client(tmp_path, jwt_algorithms=["ES256"], jwt_public_key=pem(key)) as c:
+        answer = await c.get(UNREAD, headers=bearer(jwt.encode(claims(), key, "ES256")))
+        assert answer.status_code == 200
+
+
+@contextlib.contextmanager
+def jwks_server(document: dict[str, Any]) -> Iterator[str]:
+    body = json.dumps(document).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_jwks_url_serves_the_key_chosen_by_kid(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    with jwks_server({"keys": [{**public_jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}) as url:
+        async with app_client(tmp_path, jwt_algorithms=["RS256"], jwt_jwks_url=url) as c:
+            good = jwt.encode(claims(), rsa_key, "RS256", headers={"kid": "k1"})
+            assert (await c.get(UNREAD, headers=bearer(good))).status_code == 200
+            unknown = jwt.encode(claims(), rsa_key, "RS256", headers={"kid": "k2"})
+            await assert_refused(c, unknown)
+
+
+async def test_only_the_configured_algorithms_pass(tmp_path: Path) -> None:
+    async with app_client(tmp_path, jwt_secret=SECRET) as c:
+        await assert_refused(c, jwt.encode(claims(), SECRET * 2, "HS512"))
+        await assert_refused(c, jwt.encode(claims(), None, "none"))
+        assert (
+            await c.get(UNREAD, headers=bearer(jwt.encode(claims(), SECRET)))
+        ).status_code == 200
+
+
+async def test_exp_is_required_and_the_leeway_forgives_a_few_seconds(tmp_path: Path) -> None:
+    now = int(time.time())
+    async with app_client(tmp_path, jwt_secret=SECRET) as c:
+        await assert_refused(c, jwt.encode({"sub": "alice"}, SECRET))
+        await assert_refused(c, jwt.encode(claims(exp=now - 30), SECRET))
+        late = jwt.encode(claims(exp=now - 2), SECRET)
+        assert (await c.get(UNREAD, headers=bearer(late))).status_code == 200
+    async with app_client(tmp_path, jwt_secret=SECRET, jwt_leeway_seconds=0) as c:
+        await assert_refused(c, late)
+
+
+async def test_audience_and_issuer_are_checked_when_configured(tmp_path: Path) -> None:
+    settings = {"jwt_secret": SECRET, "jwt_audience": "campana", "jwt_issuer": "https://id"}
+    async with app_client(tmp_path, **settings) as c:
+        good = jwt.encode(claims(aud="campana", iss="https://id"), SECRET)
+        assert (await c.get(UNREAD, headers=bearer(good))).status_code == 200
+        for bad in (
+            claims(aud="other", iss="https://id"),
+            claims(iss="https://id"),
+            claims(aud="campana", iss="https://evil"),
+            claims(aud="campana"),
+        ):
+            await assert_refused(c, jwt.encode(bad, SECRET))
+    async with app_client(tmp_path, jwt_secret=SECRET) as c:
+        carrying = jwt.encode(claims(aud="anything"), SECRET)
+        assert (await c.get(UNREAD, headers=bearer(carrying))).status_code == 200
+
+
+async def test_a_configured_user_claim_names_the_user(tmp_path: Path) -> None:
+    async with app_client(tmp_path, jwt_secret=SECRET, jwt_user_claim="uid") as c:
+        producer = jwt.encode(
+            {"uid": "svc", "exp": int(time.time()) + 60, "scope": "notifications:send"}, SECRET
+        )
+        created = await c.post(
+            "/api/v1/notifications/",
+            json={"user_id": "u-7", "type": "GENERIC_INFO", "message": "hi"},
+            headers=bearer(producer),
+        )
+        assert created.status_code == 201
+        user = jwt.encode({"uid": "u-7", "sub": "someone", "exp": int(time.time()) + 60}, SECRET)
+        assert (await c.get(UNREAD, headers=bearer(user))).json() == {"count": 1}
+        await assert_refused(c, jwt.encode(claims(), SECRET))
+        await assert_refused(c, jwt.encode({"uid": 7, "exp": int(time.time()) + 60}, SECRET))
+
+
+@pytest.mark.parametrize(
+    ("scope", "status"),
+    [("openid notifications:send", 201), (["notifications:send"], 201), ("openid", 403)],
+)
+async def test_only_the_send_scope_may_create(tmp_path: Path, scope: Any, status: int) -> None:
+    async with app_client(tmp_path, jwt_secret=SECRET) as c:
+        answer = await c.post(
+            "/api/v1/notifications/",
+            json={"user_id": "u", "type": "GENERIC_INFO", "message": "hi"},
+            headers=bearer(jwt.encode(claims(scope=scope), SECRET)),
+        )
+        assert answer.status_code == status, answer.text
+        if status == 403:
+            assert answer.json()["error"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"CAMPANA_JWT_ALGORITHMS": "RS256"}, "CAMPANA_JWT_PUBLIC_KEY"),
+        ({"CAMPANA_JWT_ALGORITHMS": "none"}, "CAMPANA_JWT_ALGORITHMS"),
+        ({"CAMPANA_JWT_ALGORITHMS": "HS256,RS256", "CAMPANA_JWT_PUBLIC_KEY": "x"}, "HMAC"),
+        ({"CAMPANA_DATABASE_URL": "mysql://db"}, "CAMPANA_DATABASE_URL"),
+    ],
+)
+def test_bad_security_settings_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], named: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidSettings, match=named):
+        load_settings()
