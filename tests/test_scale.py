@@ -233,3 +233,17 @@ async def test_sigterm_closes_every_socket_with_1012(servers: ServerPool, user: 
     assert codes == [1012] * 20
     # Uvicorn re-raises the signal after its graceful shutdown, as a signalled process should.
     assert await asyncio.to_thread(server.process.wait, 15) in (0, -signal.SIGTERM)
+
+
+async def test_an_instance_started_while_redis_is_down_serves_and_catches_up(
+    servers: ServerPool, spare_redis: dict[str, Any], user: str
+) -> None:
+    spare_redis["stop"]()
+    server = await servers.start("postgresql", "process", redis_url=spare_redis["url"])
+    async with server.connect(user) as tab:
+        assert await tab.start() == ([], 0)
+        item = await server.send(user, "while Redis was down")
+        spare_redis["restart"]()
+        snapshot = await tab.next_event(timeout=15)
+        assert snapshot == {"event": "snapshot", "payload": [item]}
+        assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 1}}

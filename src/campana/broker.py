@@ -195,19 +195,21 @@ class RedisBroker:
 
     async def _read_forever(self) -> None:
         delay = BACKOFF_FIRST_SECONDS
-        first = True
+        connected_before = False
         while True:
             pubsub = self._subscriber.pubsub()
             try:
                 channels = [*(_channel(u) for u in self._wanted), self._process_channel]
                 await pubsub.subscribe(*channels)
                 self._pubsub = pubsub
-                if not first:
+                if connected_before:
                     metrics.broker_reconnects.inc()
                     logger.warning("broker connection is back; resending state to sockets")
-                    # Resync once Redis confirms the last channel, so none can miss a PUBLISH.
-                    self._resync_pending = True
-                first = False
+                # Sockets attached while the broker was away missed what was published
+                # meanwhile. Resync once Redis confirms the last channel, so that none can
+                # miss a PUBLISH after its fresh snapshot.
+                self._resync_pending = True
+                connected_before = True
                 delay = BACKOFF_FIRST_SECONDS
                 while True:
                     message = await pubsub.get_message(timeout=None)

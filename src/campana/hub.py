@@ -305,11 +305,12 @@ class Hub:
         if connections is None:
             connections = self._by_user[user_id] = {}
             self._subscriptions[user_id] = asyncio.ensure_future(self._broker.subscribe(user_id))
-        elif len(connections) >= self._limits.per_user:
-            # The oldest tab is the likeliest to be forgotten: it makes room for the new one.
-            oldest = next(iter(connections))
-            metrics.sockets_refused.labels("user_full").inc()
-            oldest.close(CLOSE_TOO_MANY_SOCKETS)
+        else:
+            open_ones = [c for c in connections if not c.closing]
+            if len(open_ones) >= self._limits.per_user:
+                # The oldest tab is the likeliest to be forgotten: it makes room for the new.
+                metrics.sockets_refused.labels("user_full").inc()
+                open_ones[0].close(CLOSE_TOO_MANY_SOCKETS)
         connections[connection] = None
         self._socket_count += 1
         metrics.open_sockets.inc()
