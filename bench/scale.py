@@ -99,7 +99,10 @@ async def open_sockets(urls: list[str], first_frames: int) -> list[ClientConnect
     opened: list[ClientConnection] = []
     for start in range(0, len(urls), 200):
         batch = await asyncio.gather(
-            *(connect(url, compression=None, max_size=None) for url in urls[start : start + 200])
+            *(
+                connect(url, compression=None, max_size=None, ping_interval=None)
+                for url in urls[start : start + 200]
+            )
         )
         for connection in batch:
             for _ in range(first_frames):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -36,6 +37,7 @@ CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 
 SHUTDOWN_BATCH = 500
+KEEPALIVE_SLICES = 25
 RESYNC_CONCURRENCY = 16
 
 LoadFirstFrames = Callable[[], Awaitable[list[Event]]]
@@ -72,6 +74,9 @@ class _TokenBucket:
         return True
 
 
+_slots = itertools.count()
+
+
 class Connection:
     """One open socket: a bounded outgoing queue drained by its own sender task.
 
@@ -90,6 +95,7 @@ class Connection:
         "_queue_size",
         "_sender",
         "_wakeup",
+        "keepalive_slot",
         "load_first_frames",
         "user_id",
         "websocket",
@@ -112,6 +118,7 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         self._closing = False
         self._last_count_version = -1
+        self.keepalive_slot = next(_slots) % KEEPALIVE_SLICES
 
     @property
     def closing(self) -> bool:
@@ -356,8 +363,17 @@ class Hub:
         await asyncio.gather(*(resync_one(c) for c in connections))
 
     async def _keepalive_loop(self) -> None:
+        """Each socket gets a keepalive once a period, spread over the period in slices.
+
+        One burst to every socket at once would stall live events behind thousands of
+        sends; a slice is ``1/KEEPALIVE_SLICES`` of the sockets, chosen by a stable slot.
+        """
+        tick = self._keepalive_seconds / KEEPALIVE_SLICES
+        slot = 0
         while True:
-            await asyncio.sleep(self._keepalive_seconds)
+            await asyncio.sleep(tick)
+            slot = (slot + 1) % KEEPALIVE_SLICES
             for connections in tuple(self._by_user.values()):
                 for connection in tuple(connections):
-                    connection.push(KEEPALIVE_EVENT)
+                    if connection.keepalive_slot == slot:
+                        connection.push(KEEPALIVE_EVENT)
