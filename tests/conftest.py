@@ -226,14 +226,21 @@ class ServerPool:
         for server in self._servers.values():
             if server._http is not None:
                 await server._http.aclose()
+        # Every server is stopped, even when stopping one of them fails.
         for stop in reversed(self._stops):
-            result = stop()
-            if asyncio.iscoroutine(result):
-                await result
+            with contextlib.suppress(Exception):
+                result = stop()
+                if asyncio.iscoroutine(result):
+                    await result
 
 
 async def _start_in_process(settings: Settings, port: int) -> Any:
-    config = uvicorn.Config(create_app(settings), log_level="warning", **server_options(settings))
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        **server_options(settings),
+    )
     server = _QuietServer(config)
     sock = listening_socket("127.0.0.1", port, settings.socket_send_buffer_bytes)
     task = asyncio.create_task(server.serve(sockets=[sock]))
