@@ -1,0 +1,19 @@
+export { NotificationCenter, type NotificationCenterOptions } from './center.js';
+export { ApiError, NotificationsApi, type ApiOptions } from './rest.js';
+export {
+  BACKOFF_MS,
+  NotificationsSocket,
+  PING_INTERVAL_MS,
+  type PageLifecycle,
+  type SocketOptions,
+  type WebSocketFactory,
+  type WebSocketLike,
+} from './socket.js';
+export { NotificationStore, type NotificationState } from './store.js';
+export type {
+  ConnectionState,
+  GetToken,
+  NotificationItem,
+  NotificationType,
+  ServerEvent,
+} from './types.js';
