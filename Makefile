@@ -6,7 +6,7 @@ export UV_PYTHON_DOWNLOADS := never
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test check bench clean
+.PHONY: serve test check client screenshot bench clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -29,9 +29,22 @@ serve: .venv/.synced
 	@echo
 	.venv/bin/campana serve --host $(HOST) --port $(PORT)
 
-## test: set up and run the test suite (PostgreSQL tests skip when it is not reachable)
-test: .venv/.synced
+clients/typescript/node_modules/.installed: clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## test: set up and run every test: the service (pytest) and the TypeScript client (Vitest)
+test: .venv/.synced clients/typescript/node_modules/.installed
+	cd clients/typescript && npm test --silent
 	.venv/bin/pytest
+
+## client: type-check and build the npm package, rebuild the demo served at /
+client: clients/typescript/node_modules/.installed
+	cd clients/typescript && npm run typecheck --silent && npm run build --silent && npm run build:demo --silent
+
+## screenshot: refresh docs/demo.png from the browser test
+screenshot: .venv/.synced
+	CAMPANA_TEST_SCREENSHOT=$(CURDIR)/docs/demo.png .venv/bin/pytest tests/test_browser.py -k badge
 
 ## check: lint, format and type checks
 check: .venv/.synced

@@ -61,6 +61,7 @@ class Server:
     mode: str
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -216,10 +217,21 @@ class ServerPool:
             self._stops.append(await _start_in_process(settings, port))
         else:
             log_path = self._data_dir / f"serve-{port}.log"
-            server = Server(settings, base_url, database, mode, log_path=log_path)
+            server = Server(settings, base_url, database, mode, log_path=log_path, options=options)
             stop, server.process = _start_process(options, port, log_path)
             self._stops.append(stop)
         await _wait_until_up(base_url)
+        return server
+
+    async def restart(self, server: Server) -> Server:
+        """Stop a `campana serve` process (SIGTERM) and start it again on the same port."""
+        assert server.process is not None and server.log_path is not None
+        server.process.terminate()
+        await asyncio.to_thread(server.process.wait, 30)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        stop, server.process = _start_process(server.options, port, server.log_path)
+        self._stops.append(stop)
+        await _wait_until_up(server.base_url)
         return server
 
     async def close(self) -> None:

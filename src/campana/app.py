@@ -7,11 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campana import __version__, notifications, store
@@ -27,6 +29,7 @@ from campana.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_PURGE_PERIOD_SECONDS = 3600.0
+STATIC = Path(__file__).parent / "static"
 
 DESCRIPTION = """
 Campana stores in-app notifications and pushes them live to every open tab of their user.
@@ -100,8 +103,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(ws.router)
     app.include_router(operations.router)
+    _serve_demo(app)
     _install_error_handlers(app)
     return app
+
+
+def _serve_demo(app: FastAPI) -> None:
+    """The demo notification centre at `/` (built from clients/typescript/demo)."""
+    if not (STATIC / "index.html").exists():
+        return
+    app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
+
+    @app.get("/", include_in_schema=False)
+    async def demo() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def create_app_from_environment() -> FastAPI:

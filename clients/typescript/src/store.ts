@@ -51,6 +51,8 @@ export class NotificationStore {
         this.setRead([event.payload.id]);
         return;
       case 'unread_count.updated':
+        // "Mark all read" sends only this count; at 0 nothing held can still be unread.
+        if (event.payload.count === 0) this.setRead([...this.state.notificationsById.keys()]);
         this.update({ unreadCount: event.payload.count });
         return;
       default:

@@ -38,6 +38,13 @@ describe('NotificationStore', () => {
     expect(store.getState().unreadCount).toBe(7);
   });
 
+  it('reads every held item when the count drops to 0 (mark all read sends only that)', () => {
+    const store = new NotificationStore();
+    store.apply({ event: 'snapshot', payload: [item(), item()] });
+    store.apply({ event: 'unread_count.updated', payload: { count: 0 } });
+    expect(store.items().map((i) => i.is_read)).toEqual([true, true]);
+  });
+
   it('marks an item read on notification.read, and ignores unknown ids', () => {
     const store = new NotificationStore();
     const held = item();
