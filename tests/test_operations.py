@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_workers_without_redis_refuse_to_start(tmp_path: os.PathLike[str]) -> No
 
 
 async def test_workers_on_one_port_all_reach_the_users_sockets(
-    servers: ServerPool, user: str
+    servers: ServerPool, user: str, tmp_path: Path
 ) -> None:
     template = await servers.get("postgresql", "process", name="workers", broker="redis")
     port = free_port()
@@ -96,8 +97,8 @@ async def test_workers_on_one_port_all_reach_the_users_sockets(
     process = subprocess.Popen(
         [sys.executable, "-m", "campana.cli", "serve", "--port", str(port), "--workers", "2"],
         env=_environment(options),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "serve.log").open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         server = Server(template.settings, f"http://127.0.0.1:{port}", "postgresql", "process")
@@ -106,9 +107,12 @@ async def test_workers_on_one_port_all_reach_the_users_sockets(
             tabs = [await stack.enter_async_context(server.connect(user)) for _ in range(8)]
             await asyncio.gather(*(tab.start() for tab in tabs))
             items = [await server.send(user, f"n{i}") for i in range(4)]
-            for tab in tabs:
-                created = [(await tab.next_event())["payload"] for _ in range(8)]
-                assert [f["id"] for f in created if "id" in f] == [i["id"] for i in items]
+            expected = [i["id"] for i in items]
+            for frames in await asyncio.gather(*(tab.quiet_for(3.0) for tab in tabs)):
+                created = [
+                    f["payload"]["id"] for f in frames if f["event"] == "notification.created"
+                ]
+                assert created == expected, (frames, (tmp_path / "serve.log").read_text())
         await server.http.aclose()
     finally:
         process.terminate()
