@@ -207,7 +207,7 @@ class ServerPool:
             "allowed_origins": [ALLOWED_ORIGIN],
             "keepalive_seconds": 30.0,
             # Many servers share one PostgreSQL (100 connections) during a session.
-            "database_pool_size": 3,
+            "database_pool_size": 2,
             **overrides,
         }
         settings = Settings(**options)
