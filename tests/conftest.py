@@ -45,6 +45,18 @@ DATABASES = ("sqlite", "postgresql")
 MODES = ("inprocess", "process")
 
 
+def campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a user would, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "campana.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,24 +5,19 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from .conftest import Server, ServerPool, _environment, _start_process, _wait_until_up, free_port
-
-
-def campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "campana.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from .conftest import (
+    Server,
+    ServerPool,
+    _environment,
+    _start_process,
+    _wait_until_up,
+    campana,
+    free_port,
+)
 
 
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:

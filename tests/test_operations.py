@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .client import Socket
-from .conftest import Server, ServerPool, _environment, _wait_until_up, free_port
+from .conftest import Server, ServerPool, _environment, _wait_until_up, campana, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,19 +66,8 @@ async def test_sockets_beyond_the_process_cap_are_closed_with_1013(
         assert await refused.close_code() == 1013
 
 
-def _campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "campana.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_workers_without_redis_refuse_to_start(tmp_path: os.PathLike[str]) -> None:
-    result = _campana("serve", "--workers", "2", env=_environment({"data_dir": tmp_path}))
+    result = campana("serve", "--workers", "2", env=_environment({"data_dir": tmp_path}))
     assert result.returncode == 2
     assert "CAMPANA_REDIS_URL" in result.stderr
 
