@@ -157,6 +157,13 @@ async def latency_run(
     return latencies
 
 
+async def closing_code(connection: ClientConnection) -> int | None:
+    with contextlib.suppress(Exception):
+        while True:
+            await asyncio.wait_for(connection.recv(), 30)
+    return connection.close_code
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -233,7 +240,12 @@ async def main(args: argparse.Namespace) -> None:
                 args.rate,
                 args.seconds,
             )
-        await asyncio.gather(*(s.close() for s in sockets_a + sockets_b))
+        # Graceful stop: SIGTERM to instance B, time until each of its sockets has its 1012.
+        stopping = time.perf_counter()
+        os.kill(pid_b, signal.SIGTERM)
+        codes = await asyncio.gather(*(closing_code(s) for s in sockets_b))
+        shutdown_seconds = time.perf_counter() - stopping
+        await asyncio.gather(*(s.close() for s in sockets_a))
 
     print(f"\nsockets held: {args.sockets} ({half} per process, one user each)")
     print(f"memory per socket, baseline websockets server: {baseline_per_socket / 1024:6.1f} KiB")
@@ -246,6 +258,11 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  cross instance: {describe(cross)}")
     ratio = percentile(cross, 0.99) / percentile(same, 0.99)
     print(f"  cross/same p99 ratio {ratio:.2f}x")
+    closed = sum(code == 1012 for code in codes)
+    print(
+        f"\nSIGTERM with {half} sockets: {closed} closed with 1012 "
+        f"in {shutdown_seconds:.2f} s (others: {len(codes) - closed})"
+    )
 
 
 if __name__ == "__main__":
