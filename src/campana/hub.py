@@ -32,7 +32,7 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_TOKEN_REFUSED = 4401
 CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 
@@ -288,7 +288,7 @@ class Hub:
         connection = Connection(websocket, user_id, load_first_frames, self._limits.send_queue_size)
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(
-            max(0.0, expires_at - time.time()), connection.close, CLOSE_TOKEN_EXPIRED
+            max(0.0, expires_at - time.time()), connection.close, CLOSE_TOKEN_REFUSED
         )
         try:
             await self._attach(connection)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, WebSocket
 from campana import notifications
 from campana.api.deps import Services
 from campana.errors import InvalidToken
-from campana.hub import CLOSE_ORIGIN_REFUSED, CLOSE_TOKEN_EXPIRED
+from campana.hub import CLOSE_ORIGIN_REFUSED, CLOSE_TOKEN_REFUSED
 
 router = APIRouter(prefix="/api/v1/notifications")
 
@@ -25,7 +25,7 @@ async def notifications_socket(websocket: WebSocket, token: str | None = None) -
     try:
         principal = await services.verifier.verify(token)
     except InvalidToken:
-        await websocket.close(CLOSE_TOKEN_EXPIRED)
+        await websocket.close(CLOSE_TOKEN_REFUSED)
         return
     await services.hub.serve(
         websocket,
