@@ -2,8 +2,8 @@
 
 Runs, in one command, against the local PostgreSQL and Redis:
 
-* a baseline: a bare ``websockets`` server that holds the same number of sockets and sends
-  each one frame (no auth, no database, no broker);
+* a baseline: ``bench/ceiling.py``, a bare ``websockets`` server that holds the same number
+  of sockets and sends each the same opening frames (no auth, no database, no broker);
 * two ``campana serve`` instances sharing PostgreSQL and Redis, holding the same number of
   authenticated sockets (one user each, half on each instance).
 
@@ -23,18 +23,17 @@ import gc
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
+from common import free_port, percentile, process, rss_bytes, wait_for_port
 from websockets.asyncio.client import ClientConnection, connect
 
 from campana.auth import SEND_SCOPE, mint_token
@@ -44,55 +43,7 @@ POSTGRES_URL = os.environ.get("CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgr
 REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "bench-secret-" + uuid.uuid4().hex
 
-BASELINE_SERVER = """
-import asyncio, sys
-from websockets.asyncio.server import serve
-FRAME = '{"event":"snapshot","payload":[]}'
-async def handler(ws):
-    await ws.send(FRAME)
-    await ws.wait_closed()
-async def main():
-    async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None, max_size=4096):
-        await asyncio.Future()
-asyncio.run(main())
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-@contextlib.contextmanager
-def process(command: list[str], env: dict[str, str] | None = None) -> Iterator[int]:
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield child.pid
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-async def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
+CEILING = str(Path(__file__).with_name("ceiling.py"))
 
 
 async def open_sockets(urls: list[str], first_frames: int) -> list[ClientConnection]:
@@ -165,11 +116,6 @@ async def closing_code(connection: ClientConnection) -> int | None:
     return connection.close_code
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def describe(values: list[float]) -> str:
     p50, p99, top = (
         1000 * v for v in (statistics.median(values), percentile(values, 0.99), max(values))
@@ -195,10 +141,10 @@ async def main(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:6]
 
     baseline_port = free_port()
-    with process([sys.executable, "-c", BASELINE_SERVER, str(baseline_port)]) as pid:
+    with process([sys.executable, CEILING, str(baseline_port)]) as pid:
         await wait_for_port(baseline_port)
-        urls = [f"ws://127.0.0.1:{baseline_port}/"] * half
-        baseline_per_socket, sockets = await measure_memory(pid, urls, 1)
+        urls = [f"ws://127.0.0.1:{baseline_port}/?user=u{i}" for i in range(half)]
+        baseline_per_socket, sockets = await measure_memory(pid, urls, 2)
         await asyncio.gather(*(s.close() for s in sockets))
 
     port_a, port_b = free_port(), free_port()
