@@ -71,7 +71,7 @@ async def produce(connection: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=4096):
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**24):
         await asyncio.Future()
 
 
