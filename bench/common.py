@@ -52,3 +52,49 @@ async def wait_for_port(port: int) -> None:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class HttpPool:
+    """A lean HTTP/1.1 keep-alive client for producers.
+
+    The load generator must cost the server's figures as little as it can: a request is
+    one write of headers and body, the answer is read by Content-Length, nothing else.
+    """
+
+    def __init__(self, host: str, port: int, size: int, headers: dict[str, str]) -> None:
+        self._host, self._port, self._size = host, port, size
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._headers = f"Host: {host}:{port}\r\n{extra}"
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> HttpPool:
+        for _ in range(self._size):
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._all.append(writer)
+            self._idle.put_nowait((reader, writer))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self._all:
+            writer.close()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reader, writer = await self._idle.get()
+        try:
+            writer.write(
+                f"POST {path} HTTP/1.1\r\n{self._headers}Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            return status, await reader.readexactly(length)
+        finally:
+            self._idle.put_nowait((reader, writer))

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import orjson
-from common import free_port, percentile, process, rss_bytes, wait_for_port
+from common import HttpPool, free_port, percentile, process, rss_bytes, wait_for_port
 from websockets.asyncio.client import ClientConnection, connect
 
 from campana.auth import SEND_SCOPE, mint_token
@@ -131,12 +130,8 @@ class Campana:
     async def producer(self) -> Any:
         token = mint_token(self.settings, "bench-producer", scopes=(SEND_SCOPE,))
         run = self.run
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.port}",
-            headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=PRODUCERS),
-            timeout=120,
-        ) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with HttpPool("127.0.0.1", self.port, PRODUCERS, headers) as pool:
 
             class RestProducer:
                 async def create(self, user_ids: list[str], message: str) -> None:
@@ -145,8 +140,9 @@ class Campana:
                         "type": "GENERIC_INFO",
                         "message": message,
                     }
-                    answer = await client.post("/api/v1/notifications/", json=body)
-                    answer.raise_for_status()
+                    status, answer = await pool.post("/api/v1/notifications/", orjson.dumps(body))
+                    if status != 201:
+                        raise RuntimeError(f"create answered {status}: {answer[:200]!r}")
 
             yield RestProducer()
 
