@@ -31,9 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import orjson
-from common import free_port, percentile, process, rss_bytes, wait_for_port
+from common import HttpPool, free_port, percentile, process, rss_bytes, wait_for_port
 from websockets.asyncio.client import ClientConnection, connect
 
 from campana.auth import SEND_SCOPE, mint_token
@@ -73,7 +72,7 @@ async def measure_memory(pid: int, urls: list[str], first_frames: int) -> tuple[
 
 
 async def latency_run(
-    producer: httpx.AsyncClient, tabs: dict[str, ClientConnection], rate: float, seconds: float
+    producer: HttpPool, tabs: dict[str, ClientConnection], rate: float, seconds: float
 ) -> list[float]:
     """Create for random users at a fixed rate; seconds from call start to frame receipt."""
     started: dict[str, float] = {}
@@ -89,7 +88,7 @@ async def latency_run(
                     latencies.append(time.perf_counter() - started.pop(marker))
 
     listeners = [asyncio.create_task(listen(u, c)) for u, c in tabs.items()]
-    calls: list[asyncio.Task[httpx.Response]] = []
+    calls: list[asyncio.Task[tuple[int, bytes]]] = []
     total = int(rate * seconds)
     begin = time.perf_counter()
     for i in range(total):
@@ -97,8 +96,12 @@ async def latency_run(
         marker = f"bench-{i}-{uuid.uuid4().hex[:6]}"
         started[marker] = time.perf_counter()
         body = {"user_id": random.choice(users), "type": "GENERIC_INFO", "message": marker}
-        calls.append(asyncio.create_task(producer.post("/api/v1/notifications/", json=body)))
-    await asyncio.gather(*calls)
+        calls.append(
+            asyncio.create_task(producer.post("/api/v1/notifications/", orjson.dumps(body)))
+        )
+    refused = [status for status, _ in await asyncio.gather(*calls) if status != 201]
+    if refused:
+        raise RuntimeError(f"{len(refused)} creates failed, e.g. with status {refused[0]}")
     deadline = time.monotonic() + 10
     while started and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -167,12 +170,8 @@ async def main(args: argparse.Namespace) -> None:
         campana_per_socket = (per_socket_a + per_socket_b) / 2
 
         producer_token = mint_token(settings, "bench-producer", scopes=(SEND_SCOPE,))
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port_a}",
-            headers={"Authorization": f"Bearer {producer_token}"},
-            limits=httpx.Limits(max_connections=50),
-            timeout=30,
-        ) as producer:
+        headers = {"Authorization": f"Bearer {producer_token}"}
+        async with HttpPool("127.0.0.1", port_a, 50, headers) as producer:
             sample = args.listeners
             # Warm-up: connection pools, first queries, Python's own caches.
             await latency_run(
