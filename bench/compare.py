@@ -7,8 +7,10 @@ Scenarios (each system in turn, same machine, same generator):
    can: delivered frames per second, create-to-receipt latency p50/p99/max;
 3. broadcast: one producer call naming every user: time until the last socket has it.
 
-Systems: ``ceiling`` (bench/ceiling.py: ``websockets`` alone) and ``campana`` (one
-``campana serve`` on the local PostgreSQL and Redis). Usage::
+Systems: ``ceiling`` (bench/ceiling.py: ``websockets`` alone), ``socketio`` (the usual
+alternative, bench/alternative.py: python-socketio with its Redis manager, FastAPI and
+SQLAlchemy) and ``campana`` (one ``campana serve``), the last two on the local PostgreSQL
+and Redis. Usage::
 
     .venv/bin/python bench/compare.py --sizes 1000,5000,10000 --rate 1000 --seconds 10
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import jwt
 import orjson
 from common import HttpPool, free_port, percentile, process, rss_bytes, wait_for_port
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,6 +45,7 @@ from campana.settings import Settings
 POSTGRES_URL = os.environ.get("CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CEILING = str(Path(__file__).with_name("ceiling.py"))
+ALTERNATIVE = str(Path(__file__).with_name("alternative.py"))
 PRODUCERS = 32
 
 
@@ -51,13 +55,32 @@ class Producer(Protocol):
 
 class System(Protocol):
     name: str
+    port: int
 
     def start(self) -> contextlib.AbstractContextManager[int]: ...
-    def tab_url(self, user: str) -> str: ...
+    async def open_tab(self, user: str) -> ClientConnection: ...
+    def decode(self, text: str) -> tuple[str, Any] | None: ...
     def producer(self) -> contextlib.AbstractAsyncContextManager[Producer]: ...
 
 
-class Ceiling:
+class PlainFrames:
+    """Campana's wire format: ``{"event", "payload"}`` text frames, two to open."""
+
+    def tab_url(self, user: str) -> str:
+        raise NotImplementedError
+
+    async def open_tab(self, user: str) -> ClientConnection:
+        tab = await connect(self.tab_url(user), compression=None, max_size=None, ping_interval=None)
+        await tab.recv()
+        await tab.recv()
+        return tab
+
+    def decode(self, text: str) -> tuple[str, Any] | None:
+        frame = orjson.loads(text)
+        return frame["event"], frame["payload"]
+
+
+class Ceiling(PlainFrames):
     name = "ceiling"
 
     def __init__(self) -> None:
@@ -95,7 +118,7 @@ class Ceiling:
             await connection.close()
 
 
-class Campana:
+class Campana(PlainFrames):
     name = "campana"
 
     def __init__(self) -> None:
@@ -147,6 +170,64 @@ class Campana:
             yield RestProducer()
 
 
+class Alternative:
+    """python-socketio + its Redis manager + FastAPI + SQLAlchemy (bench/alternative.py)."""
+
+    name = "socketio"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.secret = "bench-" + uuid.uuid4().hex
+        self.run = uuid.uuid4().hex[:6]
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[int]:
+        env = {
+            **os.environ,
+            "CAMPANA_BENCH_POSTGRES_URL": POSTGRES_URL,
+            "CAMPANA_BENCH_REDIS_URL": REDIS_URL,
+            "CAMPANA_BENCH_SECRET": self.secret,
+        }
+        with process([sys.executable, ALTERNATIVE, str(self.port)], env) as pid:
+            yield pid
+
+    async def open_tab(self, user: str) -> ClientConnection:
+        # Engine.IO v4 over a WebSocket: open packet, namespace connect with auth, events.
+        url = f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
+        tab = await connect(url, compression=None, max_size=None, ping_interval=None)
+        await tab.recv()
+        token = jwt.encode({"sub": f"{self.run}-{user}"}, self.secret, algorithm="HS256")
+        await tab.send("40" + orjson.dumps({"token": token}).decode())
+        opened = 0
+        while opened < 2:
+            text = str(await tab.recv())
+            if text == "2":
+                await tab.send("3")
+            elif text.startswith("42"):
+                opened += 1
+        return tab
+
+    def decode(self, text: str) -> tuple[str, Any] | None:
+        if not text.startswith("42"):
+            return None
+        event, payload = orjson.loads(text[2:])
+        return event, payload
+
+    @contextlib.asynccontextmanager
+    async def producer(self) -> Any:
+        run = self.run
+        async with HttpPool("127.0.0.1", self.port, PRODUCERS, {}) as pool:
+
+            class RestProducer:
+                async def create(self, user_ids: list[str], message: str) -> None:
+                    body = {"user_ids": [f"{run}-{u}" for u in user_ids], "message": message}
+                    status, answer = await pool.post("/notifications", orjson.dumps(body))
+                    if status != 201:
+                        raise RuntimeError(f"create answered {status}: {answer[:200]!r}")
+
+            yield RestProducer()
+
+
 @dataclass
 class Receipts:
     """What every tab received: frame counts, and when each marked notification arrived."""
@@ -157,16 +238,23 @@ class Receipts:
     arrivals: dict[str, int] = field(default_factory=dict)
     last_arrival: dict[str, float] = field(default_factory=dict)
 
-    async def read(self, connection: ClientConnection) -> None:
+    async def read(self, connection: ClientConnection, system: System) -> None:
         with contextlib.suppress(Exception):
             async for raw in connection:
                 text = raw if isinstance(raw, str) else raw.decode()
-                if '"keepalive"' in text:
-                    continue  # the ceiling sends none: count only what both send
-                self.frames += 1
-                if '"notification.created"' not in text:
+                if text == "2":  # Engine.IO ping
+                    await connection.send("3")
                     continue
-                marker = orjson.loads(text)["payload"]["message"]
+                if '"keepalive"' in text:
+                    continue  # the ceiling sends none: count only what all send
+                if '"notification.created"' not in text:
+                    self.frames += system.decode(text) is not None
+                    continue
+                self.frames += 1
+                decoded = system.decode(text)
+                if decoded is None:
+                    continue
+                marker = decoded[1]["message"]
                 now = time.perf_counter()
                 started = self.sent_at.get(marker)
                 if started is not None:
@@ -178,16 +266,7 @@ class Receipts:
 async def open_tabs(system: System, users: list[str]) -> list[ClientConnection]:
     tabs: list[ClientConnection] = []
     for start in range(0, len(users), 250):
-        batch = await asyncio.gather(
-            *(
-                connect(system.tab_url(u), compression=None, max_size=None, ping_interval=None)
-                for u in users[start : start + 250]
-            )
-        )
-        for tab in batch:
-            await tab.recv()
-            await tab.recv()
-        tabs.extend(batch)
+        tabs += await asyncio.gather(*(system.open_tab(u) for u in users[start : start + 250]))
     return tabs
 
 
@@ -257,7 +336,7 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
     users = [f"u{i}" for i in range(max(args.sizes))]
     with system.start() as pid:
         await asyncio.sleep(2)
-        await wait_for_port(system.port)  # type: ignore[attr-defined]
+        await wait_for_port(system.port)
         receipts = Receipts()
         base = rss_bytes(pid)
         tabs: list[ClientConnection] = []
@@ -265,7 +344,7 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
             tabs += await open_tabs(system, users[len(tabs) : size])
             await asyncio.sleep(1.0)
             results[f"memory per socket at {size} (KiB)"] = (rss_bytes(pid) - base) / size / 1024
-        readers = [asyncio.create_task(receipts.read(tab)) for tab in tabs]
+        readers = [asyncio.create_task(receipts.read(tab, system)) for tab in tabs]
         async with system.producer() as producer:
             fixed = await fixed_rate(producer, receipts, users, args.rate, args.seconds)
             for key, value in fixed.items():
@@ -284,26 +363,28 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
+    """Figures per system, then Campana's ratios to the ceiling and to the alternative."""
     names = list(results)
-    rows = [
-        f"| metric | {' | '.join(names)} | campana ÷ ceiling |",
-        "|---|" + "---|" * (len(names) + 1),
-    ]
-    for metric in results[names[0]]:
-        values = [results[n].get(metric, float("nan")) for n in names]
-        ratio = values[-1] / values[0] if values[0] else float("nan")
-        rows.append(
-            f"| {metric} | " + " | ".join(f"{v:,.1f}" for v in values) + f" | {ratio:.2f}x |"
-        )
+    header = f"| metric | {' | '.join(names)} | campana ÷ ceiling | campana ÷ socketio |"
+    rows = [header, "|---|" + "---|" * (len(names) + 2)]
+    for metric in results["ceiling"]:
+        values = {n: results[n].get(metric, float("nan")) for n in names}
+        ratios = [
+            values["campana"] / values[other] if values[other] else float("nan")
+            for other in ("ceiling", "socketio")
+        ]
+        cells = " | ".join(f"{values[n]:,.1f}" for n in names)
+        rows.append(f"| {metric} | {cells} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
     return "\n".join(rows)
 
 
 async def main(args: argparse.Namespace) -> None:
     gc.disable()  # the generator's own collections would read as server latency
     results: dict[str, dict[str, float]] = {}
-    for system in (Ceiling(), Campana()):
+    systems: list[System] = [Ceiling(), Alternative(), Campana()]
+    for system in systems:
         print(f"measuring {system.name}…", file=sys.stderr)
-        results[system.name] = await measure(system, args)  # type: ignore[arg-type]
+        results[system.name] = await measure(system, args)
     print(table(results))
 
 
