@@ -82,19 +82,30 @@ class HttpPool:
             writer.close()
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST once; a connection the server closed while idle is reopened and retried."""
         reader, writer = await self._idle.get()
         try:
-            writer.write(
-                f"POST {path} HTTP/1.1\r\n{self._headers}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            return status, await reader.readexactly(length)
+            return await self._exchange(reader, writer, path, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._all.append(writer)
+            return await self._exchange(reader, writer, path, body)
         finally:
             self._idle.put_nowait((reader, writer))
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\n{self._headers}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await reader.readexactly(length)
