@@ -5,7 +5,8 @@ Scenarios (each system in turn, same machine, same generator):
 1. idle sockets: RSS growth per open socket, after its opening frames, at each size;
 2. fan-out: notifications at a fixed rate to random users, then as fast as the producers
    can: delivered frames per second, create-to-receipt latency p50/p99/max;
-3. broadcast: one producer call naming every user: time until the last socket has it.
+3. broadcast: one producer call naming every user: time until the last socket has it;
+4. reconnect storm: every socket connects at once: time until all have their snapshot.
 
 Systems: ``ceiling`` (bench/ceiling.py: ``websockets`` alone), ``socketio`` (the usual
 alternative, bench/alternative.py: python-socketio with its Redis manager, FastAPI and
@@ -355,11 +356,27 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
             results[f"broadcast to {len(users)}: seconds"] = await broadcast(
                 producer, receipts, users
             )
-        for tab in tabs:
-            await tab.close()
         for reader in readers:
             reader.cancel()
+        await asyncio.gather(*(tab.close() for tab in tabs))
+        await asyncio.sleep(2.0)
+        results[f"reconnect storm, {len(tabs)} at once: seconds"] = await storm(system, users)
     return results
+
+
+async def storm(system: System, users: list[str]) -> float:
+    """Every socket connects at once, as after a restart: time until all have their snapshot.
+
+    Connections are opened all together (no batching), each reading its opening frames.
+    """
+    started = time.perf_counter()
+    tabs = await asyncio.gather(*(system.open_tab(u) for u in users), return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    opened = [tab for tab in tabs if not isinstance(tab, BaseException)]
+    await asyncio.gather(*(tab.close() for tab in opened))
+    if len(opened) < len(users):
+        print(f"  storm: {len(users) - len(opened)} sockets failed", file=sys.stderr)
+    return elapsed
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
