@@ -48,6 +48,14 @@ REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"
 CEILING = str(Path(__file__).with_name("ceiling.py"))
 ALTERNATIVE = str(Path(__file__).with_name("alternative.py"))
 PRODUCERS = 32
+# No client pings (the generator's own), and patience: a storm of 10,000 connects on two
+# cores takes longer than the library's 10 s default.
+CLIENT: dict[str, Any] = {
+    "compression": None,
+    "max_size": None,
+    "ping_interval": None,
+    "open_timeout": 300,
+}
 
 
 class Producer(Protocol):
@@ -71,7 +79,7 @@ class PlainFrames:
         raise NotImplementedError
 
     async def open_tab(self, user: str) -> ClientConnection:
-        tab = await connect(self.tab_url(user), compression=None, max_size=None, ping_interval=None)
+        tab = await connect(self.tab_url(user), **CLIENT)
         await tab.recv()
         await tab.recv()
         return tab
@@ -195,7 +203,7 @@ class Alternative:
     async def open_tab(self, user: str) -> ClientConnection:
         # Engine.IO v4 over a WebSocket: open packet, namespace connect with auth, events.
         url = f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
-        tab = await connect(url, compression=None, max_size=None, ping_interval=None)
+        tab = await connect(url, **CLIENT)
         await tab.recv()
         token = jwt.encode({"sub": f"{self.run}-{user}"}, self.secret, algorithm="HS256")
         await tab.send("40" + orjson.dumps({"token": token}).decode())
@@ -341,11 +349,14 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, float]:
         receipts = Receipts()
         base = rss_bytes(pid)
         tabs: list[ClientConnection] = []
+        readers: list[asyncio.Task[None]] = []
         for size in args.sizes:
-            tabs += await open_tabs(system, users[len(tabs) : size])
+            opened = await open_tabs(system, users[len(tabs) : size])
+            # Read from the start: Engine.IO drops a client that misses its pings.
+            readers += [asyncio.create_task(receipts.read(tab, system)) for tab in opened]
+            tabs += opened
             await asyncio.sleep(1.0)
             results[f"memory per socket at {size} (KiB)"] = (rss_bytes(pid) - base) / size / 1024
-        readers = [asyncio.create_task(receipts.read(tab, system)) for tab in tabs]
         async with system.producer() as producer:
             fixed = await fixed_rate(producer, receipts, users, args.rate, args.seconds)
             for key, value in fixed.items():

@@ -68,6 +68,9 @@ def pem(private_key: Any) -> str:
     return str(public.decode())
 
 
+EC_PUBLIC_PEM = pem(ec.generate_private_key(ec.SECP256R1()))
+
+
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -133,6 +136,20 @@ async def test_jwks_url_serves_the_key_chosen_by_kid(
             assert (await c.get(UNREAD, headers=bearer(good))).status_code == 200
             unknown = jwt.encode(claims(), rsa_key, "RS256", headers={"kid": "k2"})
             await assert_refused(c, unknown)
+
+
+async def test_jwks_token_whose_algorithm_does_not_fit_its_kid_is_refused(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Identity providers publish RSA and EC keys side by side; a header can mix them."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    keys = [
+        {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "rsa"},
+        {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key())), "kid": "ec"},
+    ]
+    with jwks_server({"keys": keys}) as url:
+        async with app_client(tmp_path, jwt_algorithms=["RS256"], jwt_jwks_url=url) as c:
+            await assert_refused(c, jwt.encode(claims(), rsa_key, "RS256", headers={"kid": "ec"}))
 
 
 async def test_only_the_configured_algorithms_pass(tmp_path: Path) -> None:
@@ -212,6 +229,14 @@ async def test_only_the_send_scope_may_create(tmp_path: Path, scope: Any, status
         ({"CAMPANA_JWT_ALGORITHMS": "none"}, "CAMPANA_JWT_ALGORITHMS"),
         ({"CAMPANA_JWT_ALGORITHMS": "HS256,RS256", "CAMPANA_JWT_PUBLIC_KEY": "x"}, "HMAC"),
         ({"CAMPANA_DATABASE_URL": "mysql://db"}, "CAMPANA_DATABASE_URL"),
+        (
+            {"CAMPANA_JWT_ALGORITHMS": "RS256", "CAMPANA_JWT_PUBLIC_KEY": "not a PEM key"},
+            "CAMPANA_JWT_PUBLIC_KEY is not a PEM public key",
+        ),
+        (
+            {"CAMPANA_JWT_ALGORITHMS": "RS256", "CAMPANA_JWT_PUBLIC_KEY": EC_PUBLIC_PEM},
+            "CAMPANA_JWT_PUBLIC_KEY is not a key for RS256",
+        ),
     ],
 )
 def test_bad_security_settings_stop_start_up(

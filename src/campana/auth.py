@@ -78,8 +78,12 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
-        except jwt.InvalidTokenError as error:
+        except jwt.PyJWTError as error:
             raise InvalidToken(f"invalid token: {error}") from None
+        except (TypeError, ValueError):
+            # A header naming an algorithm that does not fit its key (RS256 with the kid of
+            # an EC key in a JWKS): the token is wrong, not the server.
+            raise InvalidToken("invalid token: its algorithm does not fit its key") from None
         user_id = claims.get(self._user_claim)
         if not isinstance(user_id, str) or not user_id or len(user_id) > 255:
             raise InvalidToken(f"claim {self._user_claim!r} must be a non-empty string")

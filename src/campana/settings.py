@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -158,6 +160,8 @@ class Settings(BaseSettings):
                 "CAMPANA_JWT_ALGORITHMS names a public-key algorithm: "
                 "set CAMPANA_JWT_PUBLIC_KEY or CAMPANA_JWT_JWKS_URL"
             )
+        if self.jwt_public_key:
+            _check_public_key(self.jwt_public_key, algorithms & PUBLIC_KEY_ALGORITHMS)
         return self
 
     @property
@@ -196,6 +200,24 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as secret_file:
             secret_file.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+
+def _check_public_key(pem: str, algorithms: set[str]) -> None:
+    """Refuse at start-up a key that every request would then fail on."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        raise ValueError("CAMPANA_JWT_PUBLIC_KEY is not a PEM public key") from None
+    for name in algorithms:
+        expected: tuple[type, ...]
+        if name.startswith(("RS", "PS")):
+            expected = (rsa.RSAPublicKey,)
+        elif name.startswith("ES"):
+            expected = (ec.EllipticCurvePublicKey,)
+        else:
+            expected = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+        if not isinstance(key, expected):
+            raise ValueError(f"CAMPANA_JWT_PUBLIC_KEY is not a key for {name}")
 
 
 def load_settings(**overrides: object) -> Settings:
