@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campana import __version__, notifications, store
-from campana.api import operations, rest, ws
+from campana.api import operations, rest
 from campana.api.deps import Services
 from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
@@ -53,14 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Services]]:
         engine = store.create_engine(settings)
         broker = create_broker(settings)
         hub = Hub(
             broker,
             keepalive_seconds=settings.keepalive_seconds,
             limits=SocketLimits(
-                max_frame_bytes=settings.ws_max_frame_bytes,
                 rate_per_second=settings.ws_rate_per_second,
                 burst=settings.ws_rate_burst,
                 send_queue_size=settings.ws_send_queue_size,
@@ -80,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         purge = asyncio.create_task(_purge_idempotency_keys(services))
         try:
-            yield
+            # The lifespan state reaches the socket protocol (api/ws.py) as its app_state.
+            yield {"services": services}
         finally:
             purge.cancel()
             await hub.close(settings.shutdown_grace_seconds)
@@ -101,7 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestMetrics)
     app.include_router(rest.router)
-    app.include_router(ws.router)
     app.include_router(operations.router)
     _serve_demo(app)
     _install_error_handlers(app)

@@ -144,7 +144,8 @@ def listening_socket(host: str, port: int, send_buffer_bytes: int) -> socket.soc
 def server_options(settings: Settings) -> dict[str, Any]:
     """Uvicorn options the wire format depends on (tests start servers with them too)."""
     return {
-        "ws": "websockets-sansio",
+        # Sockets are served below ASGI, without a task each (api/ws.py).
+        "ws": "campana.api.ws:NotificationsSocket",
         # The protocol layer refuses bigger frames with close code 1009 before any parsing.
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_interval_seconds,

@@ -2,7 +2,9 @@
 
 The hub never touches the database: a socket's first frames are loaded by a callable the
 caller hands in, after the hub has subscribed the user, which is what closes the gap
-between snapshot and live events.
+between snapshot and live events. Nor does it hold a task per socket: an event is
+encoded into a WebSocket frame once and written to each socket's transport directly; a
+socket queues only while its transport is paused or its first frames are not out yet.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from starlette.websockets import WebSocket
+from typing import Protocol
 
 from campana import metrics
 from campana.broker import Broker
@@ -36,16 +38,41 @@ CLOSE_TOKEN_REFUSED = 4401
 CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 
-SHUTDOWN_BATCH = 500
 KEEPALIVE_SLICES = 25
 RESYNC_CONCURRENCY = 16
 
 LoadFirstFrames = Callable[[], Awaitable[list[Event]]]
 
 
+def text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as servers send."""
+    payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        return struct.pack("!BB", 0x81, length) + payload
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
+KEEPALIVE_WIRE = text_frame(KEEPALIVE_FRAME)
+
+
+class Socket(Protocol):
+    """What the hub needs of an open WebSocket (api/ws.py provides it)."""
+
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is above its high-water mark."""
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+    def close_with(self, code: int) -> None:
+        """Send a close frame with ``code`` and let the socket go."""
+
+
 @dataclass(frozen=True, slots=True)
 class SocketLimits:
-    max_frame_bytes: int
     rate_per_second: float
     burst: int
     send_queue_size: int
@@ -78,67 +105,93 @@ _slots = itertools.count()
 
 
 class Connection:
-    """One open socket: a bounded outgoing queue drained by its own sender task.
+    """One open socket of a user, as the hub sees it.
 
-    Events queue up from the moment the socket is attached; the sender starts only once
-    the first frames (snapshot, count) are in front of them. A count event whose version
-    is not newer than the last count sent is stale and dropped, so the badge never moves
-    backwards, whatever order events arrive in. A socket whose queue is full is closed
-    with 1013: its snapshot restores the state when it reconnects.
+    Frames go straight to the transport. They queue only until the first frames
+    (snapshot, count) are out, or while the transport is paused; a socket whose queue
+    is full is closed with 1013, and its snapshot restores the state when it reconnects.
+    A count event whose version is not newer than the last count sent is stale and
+    dropped, so the badge never moves backwards, whatever order events arrive in.
     """
 
     __slots__ = (
-        "_closer",
+        "_bucket",
         "_closing",
+        "_expiry",
         "_last_count_version",
         "_queue",
         "_queue_size",
-        "_sender",
-        "_wakeup",
+        "_started",
         "keepalive_slot",
         "load_first_frames",
+        "socket",
         "user_id",
-        "websocket",
     )
 
     def __init__(
         self,
-        websocket: WebSocket,
+        socket: Socket,
         user_id: str,
         load_first_frames: LoadFirstFrames,
-        queue_size: int,
+        limits: SocketLimits,
+        expires_at: float,
     ) -> None:
-        self.websocket = websocket
+        self.socket = socket
         self.user_id = user_id
         self.load_first_frames = load_first_frames
         self._queue: deque[Event] = deque()
-        self._queue_size = queue_size
-        self._wakeup = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
+        self._queue_size = limits.send_queue_size
+        self._bucket = _TokenBucket(limits.rate_per_second, limits.burst)
+        self._started = False
         self._closing = False
         self._last_count_version = -1
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), self.close, CLOSE_TOKEN_REFUSED
+        )
         self.keepalive_slot = next(_slots) % KEEPALIVE_SLICES
 
     @property
     def closing(self) -> bool:
         return self._closing
 
-    def push(self, event: Event) -> None:
+    def push(self, event: Event, frame: bytes | None = None) -> int:
+        """Send ``event`` (``frame`` is its encoding, shared by every socket) or queue it.
+
+        Returns how many frames reached the transport now: 0 or 1.
+        """
         if self._closing:
-            return
-        if len(self._queue) >= self._queue_size:
-            metrics.send_queue_overflows.inc()
-            self.close(CLOSE_TRY_AGAIN_LATER)
-            return
-        self._queue.append(event)
-        self._wakeup.set()
+            return 0
+        if self._queue or not self._started or not self.socket.writable:
+            if len(self._queue) >= self._queue_size:
+                metrics.send_queue_overflows.inc()
+                self.close(CLOSE_TRY_AGAIN_LATER)
+                return 0
+            self._queue.append(event)
+            return 0
+        return self._send(event, frame)
 
     def start(self, first_frames: list[Event]) -> None:
+        """Send the first frames, then whatever queued behind them while they loaded."""
         if self._closing:  # closed (token expired, say) while the snapshot loaded
             return
+        self._started = True
         self._queue.extendleft(reversed(first_frames))
-        self._sender = asyncio.create_task(self._send_loop())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued while the transport takes it (also on resume_writing)."""
+        queue = self._queue
+        while queue and self._started and not self._closing and self.socket.writable:
+            self._send(queue.popleft(), None)
+
+    def received(self, text: str | None) -> None:
+        """A frame from the client: answer ``ping``, ignore the rest, close on a flood."""
+        if self._closing:
+            return
+        if not self._bucket.take():
+            self.close(CLOSE_POLICY_VIOLATION)
+        elif text == "ping":
+            self.push(KEEPALIVE_EVENT, KEEPALIVE_WIRE)
 
     def close(self, code: int) -> None:
         """Drop what is queued, stop sending, and send the close frame."""
@@ -146,77 +199,22 @@ class Connection:
             return
         self._closing = True
         self._queue.clear()
-        if self._sender is not None:
-            # A sender stuck on a peer that does not read is waiting for the transport to
-            # drain, before writing anything: cancelling it there loses no partial frame.
-            self._sender.cancel()
-        self._closer = asyncio.create_task(self._send_close(code))
+        self._expiry.cancel()
+        self.socket.close_with(code)
 
-    async def wait_closed(self) -> None:
-        if self._closer is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._closer
+    def release(self) -> None:
+        """The socket is gone: nothing more is sent."""
+        self._closing = True
+        self._queue.clear()
+        self._expiry.cancel()
 
-    def cancel(self) -> None:
-        for task in (self._sender, self._closer):
-            if task is not None and not task.done():
-                task.cancel()
-
-    async def _send_close(self, code: int) -> None:
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code)
-
-    async def _send_loop(self) -> None:
-        websocket = self.websocket
-        queue = self._queue
-        try:
-            while True:
-                if not queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                event = queue.popleft()
-                if event.is_count:
-                    if event.version <= self._last_count_version:
-                        continue
-                    self._last_count_version = event.version
-                await websocket.send_text(event.frame)
-                metrics.frames_delivered.inc()
-                if event.published_at:
-                    metrics.delivery_latency.observe(time.time() - event.published_at)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The peer went away mid-send; the receive side sees the disconnect.
-            logger.debug("send to a socket failed", exc_info=True)
-
-    async def receive_until_closed(self, limits: SocketLimits) -> None:
-        """Answer ``ping``, ignore other text, close on oversize frames and floods."""
-        bucket = _TokenBucket(limits.rate_per_second, limits.burst)
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text: str | None = message.get("text")
-            data: str | bytes | None = text if text is not None else message.get("bytes")
-            if data is None:
-                continue
-            if _too_big(data, limits.max_frame_bytes):
-                self.close(CLOSE_TOO_BIG)
-            elif not bucket.take():
-                self.close(CLOSE_POLICY_VIOLATION)
-            elif text == "ping":
-                self.push(KEEPALIVE_EVENT)
-            if self._closing:
-                await self.wait_closed()
-                return
-
-
-def _too_big(data: str | bytes, limit: int) -> bool:
-    """Size in bytes on the wire, encoding text only when its length leaves a doubt."""
-    if isinstance(data, bytes) or len(data) > limit:
-        return len(data) > limit
-    return len(data) * 4 > limit and len(data.encode()) > limit
+    def _send(self, event: Event, frame: bytes | None) -> int:
+        if event.is_count:
+            if event.version <= self._last_count_version:
+                return 0
+            self._last_count_version = event.version
+        self.socket.write_frame(frame if frame is not None else text_frame(event.frame))
+        return 1
 
 
 class Hub:
@@ -232,6 +230,7 @@ class Hub:
         self._background: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
         self._socket_count = 0
+        self._all_detached = asyncio.Event()
 
     @property
     def socket_count(self) -> int:
@@ -242,21 +241,15 @@ class Hub:
         self._keepalive = asyncio.create_task(self._keepalive_loop())
 
     async def close(self, grace_seconds: float = 10.0) -> None:
-        """Close every socket with 1012, a batch at a time, so clients go elsewhere at once."""
+        """Close every socket with 1012, so clients go elsewhere at once, then the broker."""
         if self._keepalive is not None:
             self._keepalive.cancel()
-        connections = [c for group in self._by_user.values() for c in group]
-        deadline = time.monotonic() + grace_seconds
-        for start in range(0, len(connections), SHUTDOWN_BATCH):
-            batch = connections[start : start + SHUTDOWN_BATCH]
-            for connection in batch:
+        for group in tuple(self._by_user.values()):
+            for connection in tuple(group):
                 connection.close(CLOSE_SERVICE_RESTART)
-            left = max(0.0, deadline - time.monotonic())
+        if self._socket_count:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*(c.wait_closed() for c in batch), return_exceptions=True),
-                    left,
-                )
+                await asyncio.wait_for(self._all_detached.wait(), grace_seconds)
         await self._broker.close()
 
     def deliver(self, event: Event) -> None:
@@ -264,50 +257,38 @@ class Hub:
         connections = self._by_user.get(event.user_id)
         if connections is None:
             return
-        # A push may close a slow socket, which never detaches here: iterate a copy.
+        frame = text_frame(event.frame)  # once, whatever the number of sockets
+        sent = 0
+        # A push may close a slow socket, which detaches later: iterate a copy.
         for connection in tuple(connections):
-            connection.push(event)
+            sent += connection.push(event, frame)
+        if sent:
+            metrics.frames_delivered.inc(sent)
+            if event.published_at:
+                metrics.delivery_latency.observe(time.time() - event.published_at)
 
     def resync(self) -> None:
         """Send every socket a fresh snapshot and count (events may have been missed)."""
         self._spawn(self._resync_all())
 
-    async def serve(
+    def attach(
         self,
-        websocket: WebSocket,
+        socket: Socket,
         *,
         user_id: str,
         expires_at: float,
         load_first_frames: LoadFirstFrames,
-    ) -> None:
-        """Run an accepted socket until it closes: subscribe, snapshot, live events."""
+    ) -> Connection | None:
+        """Register an accepted socket and subscribe its user; ``None`` if over the cap.
+
+        Live events queue on the connection from here on; ``open`` sends the first frames
+        in front of them.
+        """
         if self._socket_count >= self._limits.per_process:
             metrics.sockets_refused.labels("process_full").inc()
-            await websocket.close(CLOSE_TRY_AGAIN_LATER)
-            return
-        connection = Connection(websocket, user_id, load_first_frames, self._limits.send_queue_size)
-        loop = asyncio.get_running_loop()
-        expiry = loop.call_later(
-            max(0.0, expires_at - time.time()), connection.close, CLOSE_TOKEN_REFUSED
-        )
-        try:
-            await self._attach(connection)
-            try:
-                first_frames = await load_first_frames()
-            except Exception:
-                logger.exception("loading the snapshot for a socket failed")
-                connection.close(CLOSE_INTERNAL_ERROR)
-                await connection.wait_closed()
-                return
-            connection.start(first_frames)
-            await connection.receive_until_closed(self._limits)
-        finally:
-            expiry.cancel()
-            connection.cancel()
-            self._detach(connection)
-
-    async def _attach(self, connection: Connection) -> None:
-        user_id = connection.user_id
+            socket.close_with(CLOSE_TRY_AGAIN_LATER)
+            return None
+        connection = Connection(socket, user_id, load_first_frames, self._limits, expires_at)
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}
@@ -320,11 +301,26 @@ class Hub:
                 open_ones[0].close(CLOSE_TOO_MANY_SOCKETS)
         connections[connection] = None
         self._socket_count += 1
+        self._all_detached.clear()
         metrics.open_sockets.inc()
-        # Every socket of the user waits for the one subscription its first socket started.
-        await asyncio.shield(self._subscriptions[user_id])
+        return connection
 
-    def _detach(self, connection: Connection) -> None:
+    async def open(self, connection: Connection) -> None:
+        """Wait for the user's subscription, then send the snapshot and count."""
+        subscription = self._subscriptions.get(connection.user_id)
+        if subscription is not None:
+            # Every socket of the user waits for the one subscription its first started.
+            await asyncio.shield(subscription)
+        try:
+            first_frames = await connection.load_first_frames()
+        except Exception:
+            logger.exception("loading the snapshot for a socket failed")
+            connection.close(CLOSE_INTERNAL_ERROR)
+            return
+        connection.start(first_frames)
+
+    def detach(self, connection: Connection) -> None:
+        connection.release()
         user_id = connection.user_id
         connections = self._by_user.get(user_id)
         if connections is None or connection not in connections:
@@ -332,6 +328,8 @@ class Hub:
         del connections[connection]
         self._socket_count -= 1
         metrics.open_sockets.dec()
+        if not self._socket_count:
+            self._all_detached.set()
         if connections:
             return
         del self._by_user[user_id]
@@ -366,7 +364,7 @@ class Hub:
         """Each socket gets a keepalive once a period, spread over the period in slices.
 
         One burst to every socket at once would stall live events behind thousands of
-        sends; a slice is ``1/KEEPALIVE_SLICES`` of the sockets, chosen by a stable slot.
+        writes; a slice is ``1/KEEPALIVE_SLICES`` of the sockets, chosen by a stable slot.
         """
         tick = self._keepalive_seconds / KEEPALIVE_SLICES
         slot = 0
@@ -376,4 +374,4 @@ class Hub:
             for connections in tuple(self._by_user.values()):
                 for connection in tuple(connections):
                     if connection.keepalive_slot == slot:
-                        connection.push(KEEPALIVE_EVENT)
+                        connection.push(KEEPALIVE_EVENT, KEEPALIVE_WIRE)
