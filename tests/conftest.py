@@ -307,7 +307,8 @@ def _start_process(
 
 
 async def _wait_until_up(base_url: str) -> None:
-    deadline = time.monotonic() + 30
+    # Generous: two workers starting on two busy cores have taken more than 30 s.
+    deadline = time.monotonic() + 90
     async with httpx.AsyncClient(base_url=base_url) as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):

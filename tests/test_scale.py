@@ -58,6 +58,36 @@ async def test_every_event_crosses_instances_and_tabs_stay_in_sync(
             assert frames[-1] == {"event": "unread_count.updated", "payload": {"count": 0}}
 
 
+async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance(
+    servers: ServerPool, user: str
+) -> None:
+    """Big publishes travel as one Redis message that every instance sorts for its users."""
+    first, second = await cluster(servers)
+    users = [f"{user}-{i}" for i in range(300)]
+    bystander = f"{user}-not-named"
+    async with contextlib.AsyncExitStack() as stack:
+        tabs = [await stack.enter_async_context(second.connect(u)) for u in users[::100]]
+        other = await stack.enter_async_context(second.connect(bystander))
+        for tab in (*tabs, other):
+            await tab.start()
+        answer = await first.http.post(
+            "/api/v1/notifications/",
+            json={"user_ids": users, "type": "GENERIC_INFO", "message": "to everyone"},
+            headers=first.producer,
+        )
+        assert answer.status_code == 201, answer.text
+        items = {item["id"] for item in answer.json()}
+        for tab in tabs:
+            created = await tab.next_event()
+            assert created["event"] == "notification.created"
+            assert created["payload"]["id"] in items
+            assert await tab.next_event() == {
+                "event": "unread_count.updated",
+                "payload": {"count": 1},
+            }
+        assert await other.quiet_for(1.0) == []
+
+
 async def test_badge_is_exact_when_creates_and_reads_race_across_instances(
     servers: ServerPool, user: str
 ) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -85,6 +86,11 @@ class InProcessBroker:
 
 
 CHANNEL_PREFIX = "campana:user:"
+# Every process reads this channel. A publish naming at least BATCH_MIN_USERS users goes
+# there as one message instead of one per user: Redis and every reader then handle one
+# message for a broadcast, and each process keeps the events of its own users.
+BATCH_CHANNEL = b"campana:batch"
+BATCH_MIN_USERS = 256
 BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 
@@ -99,6 +105,16 @@ def decode_message(channel: bytes, data: bytes) -> Event:
     version, published_at, name = head.split(" ", 2)
     user_id = channel.decode().removeprefix(CHANNEL_PREFIX)
     return Event(user_id, int(version), name, frame, float(published_at))
+
+
+def encode_batch(events: Sequence[Event]) -> bytes:
+    # Fields in the order of Event, so a record unpacks straight into one.
+    return orjson.dumps([[e.user_id, e.version, e.name, e.frame, e.published_at] for e in events])
+
+
+def decode_batch(data: bytes, wanted: set[str]) -> list[Event]:
+    """The events of ``wanted`` users; the rest are other processes' business."""
+    return [Event(*record) for record in orjson.loads(data) if record[0] in wanted]
 
 
 def _channel(user_id: str) -> bytes:
@@ -185,6 +201,9 @@ class RedisBroker:
             event = events[0]
             await self._publisher.publish(_channel(event.user_id), encode_message(event))
             return
+        if len(events) >= BATCH_MIN_USERS and len({e.user_id for e in events}) >= BATCH_MIN_USERS:
+            await self._publisher.publish(BATCH_CHANNEL, encode_batch(events))
+            return
         async with self._publisher.pipeline(transaction=False) as pipeline:
             for event in events:
                 pipeline.publish(_channel(event.user_id), encode_message(event))
@@ -199,7 +218,11 @@ class RedisBroker:
         while True:
             pubsub = self._subscriber.pubsub()
             try:
-                channels = [*(_channel(u) for u in self._wanted), self._process_channel]
+                channels = [
+                    *(_channel(u) for u in self._wanted),
+                    BATCH_CHANNEL,
+                    self._process_channel,
+                ]
                 await pubsub.subscribe(*channels)
                 self._pubsub = pubsub
                 if connected_before:
@@ -231,8 +254,14 @@ class RedisBroker:
         kind = message["type"]
         channel: bytes = message["channel"]
         if kind == "message":
-            if self._deliver is not None and channel != self._process_channel:
-                self._deliver(decode_message(channel, message["data"]))
+            deliver = self._deliver
+            if deliver is None or channel == self._process_channel:
+                return
+            if channel == BATCH_CHANNEL:
+                for event in decode_batch(message["data"], self._wanted):
+                    deliver(event)
+            else:
+                deliver(decode_message(channel, message["data"]))
         elif kind == "subscribe":
             if channel == self._process_channel and self._resync_pending:
                 self._resync_pending = False
