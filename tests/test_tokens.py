@@ -172,6 +172,16 @@ async def test_exp_is_required_and_the_leeway_forgives_a_few_seconds(tmp_path: P
         await assert_refused(c, late)
 
 
+async def test_a_token_accepted_before_is_refused_once_it_expires(tmp_path: Path) -> None:
+    """Verified tokens are remembered for speed, never beyond their ``exp``."""
+    async with app_client(tmp_path, jwt_secret=SECRET, jwt_leeway_seconds=0) as c:
+        token = jwt.encode(claims(exp=int(time.time()) + 2), SECRET)
+        for _ in range(3):
+            assert (await c.get(UNREAD, headers=bearer(token))).status_code == 200
+        await asyncio.sleep(3)
+        await assert_refused(c, token)
+
+
 async def test_audience_and_issuer_are_checked_when_configured(tmp_path: Path) -> None:
     settings = {"jwt_secret": SECRET, "jwt_audience": "campana", "jwt_issuer": "https://id"}
     async with app_client(tmp_path, **settings) as c:
