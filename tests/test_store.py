@@ -58,3 +58,31 @@ async def test_query_uses_its_index(
     finally:
         await engine.dispose()
     assert index in rendered, rendered
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_a_user_named_k_times_gets_k_consecutive_versions(
+    database_urls: dict[str, str], tmp_path: Path, database: str
+) -> None:
+    """Creates sharing a transaction: the answer is each user's last version."""
+    url = database_url(database_urls, database)
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'versions.sqlite3'}"
+        await asyncio.to_thread(migrations.upgrade, url)
+    engine = create_async_engine(url)
+    first, second = f"a-{tmp_path.name}", f"b-{tmp_path.name}"
+    try:
+        sessions = store.create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            assert await store.bump_versions(session, [first, second, first]) == {
+                first: 2,
+                second: 1,
+            }
+        async with sessions.begin() as session:
+            assert await store.bump_versions(session, [second, first, second, second]) == {
+                first: 3,
+                second: 4,
+            }
+            assert await store.current_version(session, second) == 4
+    finally:
+        await engine.dispose()

@@ -67,22 +67,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 per_process=settings.max_sockets_per_process,
             ),
         )
+        db = store.create_sessionmaker(engine)
+        creates = notifications.CreateBatcher(db, broker, max_recipients=settings.max_recipients)
         services = Services(
             settings=settings,
             engine=engine,
-            db=store.create_sessionmaker(engine),
+            db=db,
             broker=broker,
             hub=hub,
+            creates=creates,
             verifier=TokenVerifier(settings),
         )
         app.state.services = services
         await hub.start()
+        creates.start()
         purge = asyncio.create_task(_purge_idempotency_keys(services))
         try:
             # The lifespan state reaches the socket protocol (api/ws.py) as its app_state.
             yield {"services": services}
         finally:
             purge.cancel()
+            # Before the hub closes the broker: what is still queued is written and published.
+            await creates.close()
             await hub.close(settings.shutdown_grace_seconds)
             await engine.dispose()
 

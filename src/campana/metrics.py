@@ -15,6 +15,8 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# From a lone create to the largest broadcast (CAMPANA_MAX_RECIPIENTS is at most 100 000).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
 open_sockets = Gauge(
     "campana_open_sockets", "Sockets open on this process.", multiprocess_mode="livesum"
@@ -38,6 +40,12 @@ delivery_latency = Histogram(
     "campana_delivery_latency_seconds",
     "From the change's commit to the frame written to a socket.",
     buckets=LATENCY_BUCKETS,
+)
+
+create_batch_size = Histogram(
+    "campana_create_batch_size",
+    "Notifications written by one shared create transaction.",
+    buckets=BATCH_BUCKETS,
 )
 
 

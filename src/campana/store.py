@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,23 +79,24 @@ def _dialect(session: AsyncSession) -> str:
 
 
 async def bump_versions(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
-    """Give each user's change its next version, holding the user's row lock to commit.
+    """Give each change its user's next version, holding the user's row lock to commit.
 
+    A user named k times gets k consecutive versions; the answer is each user's last one.
     Rows are locked in sorted order so that two bulk creates cannot deadlock. Everything
     the transaction reads after this sees all earlier versions committed, which is what
     makes (version, unread count) pairs consistent.
     """
+    # One row per user: PostgreSQL refuses an upsert that touches one key twice.
+    changes = Counter(user_ids)
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    statement = (
-        insert(user_versions)
-        .on_conflict_do_update(
-            index_elements=[user_versions.c.user_id],
-            set_={"version": user_versions.c.version + 1},
-        )
-        .returning(user_versions.c.user_id, user_versions.c.version)
-    )
+    upsert = insert(user_versions)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[user_versions.c.user_id],
+        set_={"version": user_versions.c.version + upsert.excluded.version},
+    ).returning(user_versions.c.user_id, user_versions.c.version)
     rows = await session.execute(
-        statement, [{"user_id": user_id, "version": 1} for user_id in sorted(user_ids)]
+        statement,
+        [{"user_id": user_id, "version": changes[user_id]} for user_id in sorted(changes)],
     )
     return {row.user_id: row.version for row in rows}
 

@@ -13,6 +13,7 @@ from campana.auth import SEND_SCOPE, Principal, TokenVerifier
 from campana.broker import Broker
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
+from campana.notifications import CreateBatcher
 from campana.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Services:
     db: async_sessionmaker[AsyncSession]
     broker: Broker
     hub: Hub
+    creates: CreateBatcher
     verifier: TokenVerifier
 
 

@@ -96,6 +96,7 @@ async def create_notifications(
     created = await notifications.create_notifications(
         services.db,
         services.broker,
+        services.creates,
         producer=producer.user_id,
         request=body,
         idempotency_key=idempotency_key,

@@ -1,0 +1,159 @@
+"""Many producer calls at once: every caller, every row and every socket sees each create.
+
+Concurrent creates share transactions. Whatever the grouping, a socket must see its
+user's items and counts as if they had been written one by one: each count equals the
+items that preceded it, so a badge never disagrees with the list next to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+import pytest
+
+from .client import Socket
+from .conftest import Server, ServerPool
+
+NOTIFICATIONS = "/api/v1/notifications/"
+
+
+async def read_creates(tab: Socket, expected: int) -> tuple[list[str], list[int]]:
+    """Frames until ``expected`` items and their count arrived: item ids, counts.
+
+    Only creates happen while the tab is open, and it opened on an empty list: every
+    count must then equal the number of items received before it.
+    """
+    ids: list[str] = []
+    counts: list[int] = []
+    while not (len(ids) == expected and counts and counts[-1] == expected):
+        frame = await tab.next_event()
+        if frame["event"] == "notification.created":
+            ids.append(frame["payload"]["id"])
+        elif frame["event"] == "unread_count.updated":
+            counts.append(frame["payload"]["count"])
+            assert counts[-1] == len(set(ids)), f"count {counts[-1]} after {len(ids)} items"
+        else:
+            raise AssertionError(f"unexpected frame {frame}")
+    assert await tab.quiet_for(0.3) == []
+    return ids, counts
+
+
+def row_ids(found: list[dict[str, Any]]) -> set[str]:
+    return {str(row["id"]).replace("-", "") for row in found}
+
+
+def plain(ids: list[str] | set[str]) -> set[str]:
+    return {item_id.replace("-", "") for item_id in ids}
+
+
+async def test_50_concurrent_creates_for_one_user_reach_its_socket_with_exact_counts(
+    server: Server, user: str, rows: Any
+) -> None:
+    async with server.connect(user) as tab:
+        assert await tab.start() == ([], 0)
+        created = await asyncio.gather(*(server.send(user, f"n{i}") for i in range(50)))
+
+        ids, counts = await read_creates(tab, 50)
+
+    assert sorted(ids) == sorted(item["id"] for item in created)
+    assert counts == sorted(counts)
+    assert row_ids(await rows(server, user)) == plain(ids)
+    assert await server.unread_count(user) == 50
+
+
+async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
+    server: Server, user: str, rows: Any
+) -> None:
+    users = [f"{user}-{i}" for i in range(10)]
+
+    async def broadcast(message: str) -> list[dict[str, Any]]:
+        body = {"user_ids": users, "type": "GENERIC_INFO", "message": message}
+        answer = await server.http.post(NOTIFICATIONS, json=body, headers=server.producer)
+        assert answer.status_code == 201, answer.text
+        items: list[dict[str, Any]] = answer.json()
+        return items
+
+    async with contextlib.AsyncExitStack() as stack:
+        tabs = [await stack.enter_async_context(server.connect(u)) for u in users]
+        for tab in tabs:
+            assert await tab.start() == ([], 0)
+        singles = [server.send(users[i % 10], f"n{i}") for i in range(50)]
+        answers = await asyncio.gather(*singles, broadcast("b1"), broadcast("b2"))
+
+        sent: dict[str, set[str]] = {recipient: set() for recipient in users}
+        for i, item in enumerate(answers[:50]):
+            sent[users[i % 10]].add(item["id"])
+        for items in answers[50:]:
+            assert isinstance(items, list)
+            for recipient, item in zip(users, items, strict=True):
+                sent[recipient].add(item["id"])
+        received = await asyncio.gather(*(read_creates(tab, 7) for tab in tabs))
+
+    for recipient, (ids, _) in zip(users, received, strict=True):
+        assert set(ids) == sent[recipient]
+        assert row_ids(await rows(server, recipient)) == plain(sent[recipient])
+        assert await server.unread_count(recipient) == 7
+
+
+async def test_one_create_the_database_refuses_fails_alone(
+    servers: ServerPool, user: str, rows: Any
+) -> None:
+    """PostgreSQL refuses NUL in text. Sharing a transaction with it costs others nothing.
+
+    A long broadcast first keeps the writer busy, so the others queue up behind it and
+    share one transaction with the bad create.
+    """
+    api = await servers.get("postgresql", "inprocess")
+    others = [f"{user}-{i}" for i in range(2000)]
+    async with api.connect(user) as tab:
+        assert await tab.start() == ([], 0)
+        broadcast = asyncio.create_task(
+            api.http.post(
+                NOTIFICATIONS,
+                json={"user_ids": others, "type": "GENERIC_INFO", "message": "everyone"},
+                headers=api.producer,
+            )
+        )
+        await asyncio.sleep(0.05)
+        bodies = [{"user_id": user, "type": "GENERIC_INFO", "message": f"n{i}"} for i in range(20)]
+        bodies.insert(10, {"user_id": user, "type": "GENERIC_INFO", "message": "bad \x00 byte"})
+        answers = await asyncio.gather(
+            *(api.http.post(NOTIFICATIONS, json=body, headers=api.producer) for body in bodies)
+        )
+        assert (await broadcast).status_code == 201
+
+        statuses = [answer.status_code for answer in answers]
+        assert statuses[10] >= 400
+        assert statuses[:10] + statuses[11:] == [201] * 20
+        good = {answer.json()["id"] for answer in answers if answer.status_code == 201}
+        ids, _ = await read_creates(tab, 20)
+
+    assert set(ids) == good
+    assert row_ids(await rows(api, user)) == plain(good)
+    assert await api.unread_count(user) == 20
+
+
+def batch_totals(metrics_text: str) -> tuple[float, float]:
+    """(rows written, transactions) by shared create transactions so far."""
+    found = dict(
+        re.findall(r"^campana_create_batch_size_(sum|count) (\S+)$", metrics_text, re.MULTILINE)
+    )
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_concurrent_creates_share_transactions(
+    servers: ServerPool, user: str, database: str
+) -> None:
+    """Seen by an operator in the batch size histogram (of a process: the registry is its own)."""
+    api = await servers.get(database, "process")
+    rows_before, batches_before = batch_totals((await api.http.get("/metrics")).text)
+
+    await asyncio.gather(*(api.send(f"{user}-{i % 5}", f"n{i}") for i in range(50)))
+
+    rows_after, batches_after = batch_totals((await api.http.get("/metrics")).text)
+    assert rows_after - rows_before == 50
+    assert batches_after - batches_before < 50
