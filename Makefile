@@ -52,9 +52,9 @@ check: .venv/.synced
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-## bench: scale-out figures against a bare websockets server (local PostgreSQL and Redis)
+## bench: Campana against the ceiling and python-socketio, every scenario (local PostgreSQL and Redis)
 bench: .venv/.synced
-	.venv/bin/python bench/scale.py
+	.venv/bin/python bench/compare.py --sizes 1000,5000,10000 --rate 1000 --seconds 10
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

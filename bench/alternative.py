@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 import socketio
 import uvicorn
+from common import BACKLOG
 from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy import Boolean, DateTime, String, Text, func, select
@@ -136,4 +137,4 @@ async def create_table() -> None:
 app = socketio.ASGIApp(sio, other_asgi_app=api)
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", backlog=BACKLOG)

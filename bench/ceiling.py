@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+from common import BACKLOG
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 SNAPSHOT = orjson.dumps({"event": "snapshot", "payload": []}).decode()
@@ -71,7 +72,7 @@ async def produce(connection: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**24):
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**24, backlog=BACKLOG):
         await asyncio.Future()
 
 

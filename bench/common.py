@@ -1,15 +1,24 @@
-"""What the benchmarks share: ports, processes, memory readings, percentiles."""
+"""What the benchmarks share: ports, processes, memory and CPU readings, percentiles, and
+lean clients for the load generator."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
+
+# Every server in a comparison listens with this accept backlog: uvicorn's default, which
+# `campana serve` uses and cannot change (asyncio's own default is 100). A shorter queue
+# drops SYNs in a reconnect storm and the storm then times the kernel's retransmits.
+BACKLOG = 2048
 
 
 def free_port() -> int:
@@ -47,6 +56,82 @@ async def wait_for_port(port: int) -> None:
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every core of the machine has spent busy so far (``/proc/stat``)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters (``TcpExt`` and ``Tcp``), as ``nstat`` names them."""
+    counters: dict[str, int] = {}
+    for table in ("/proc/net/netstat", "/proc/net/snmp"):
+        lines = Path(table).read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=True):
+            prefix, *keys = names.split()
+            if prefix in ("TcpExt:", "Tcp:"):
+                group = prefix.rstrip(":")
+                numbers = values.split()[1:]
+                counters.update(
+                    {f"{group}{key}": int(n) for key, n in zip(keys, numbers, strict=True)}
+                )
+    return counters
+
+
+class Server:
+    """One server process that can be stopped and started again on the same port."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str], log: Path) -> None:
+        self.command, self.port, self.env, self.log = command, port, env, log
+        self._child: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._child is not None, "not started"
+        return self._child.pid
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self._child = await asyncio.create_subprocess_exec(
+                *self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._child.returncode is not None:
+                raise RuntimeError(f"{' '.join(self.command[1:3])} exited; see {self.log}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"nothing listens on {self.port}; see {self.log}")
+
+    async def stop(self, patience: float = 60) -> bool:
+        """SIGTERM and wait; False if it had to be killed after ``patience`` seconds.
+
+        The wait must not block the loop: the generator answers the close handshakes of a
+        graceful shutdown.
+        """
+        child, self._child = self._child, None
+        if child is None or child.returncode is not None:
+            return True
+        child.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(child.wait(), patience)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+            return False
+        return True
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -109,3 +194,73 @@ class HttpPool:
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
         return status, await reader.readexactly(length)
+
+
+class BareWebSocket:
+    """Just enough of a WebSocket client to open a tab and read its opening frames.
+
+    In a reconnect storm the ``websockets`` client spends more CPU per handshake than the
+    ceiling server does (10.0 s against 8.6 s for 10,000 sockets here), so the storm would
+    time the generator. This one writes a fixed upgrade request and reads unfragmented
+    frames: 3.9 s for the same 10,000. It checks no ``Sec-WebSocket-Accept``: every server
+    here is ours.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    async def connect(cls, url: str) -> BareWebSocket:
+        target = urlsplit(url)
+        host, port = target.hostname or "127.0.0.1", target.port or 80
+        path = f"{target.path or '/'}?{target.query}" if target.query else target.path or "/"
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            writer.close()
+            status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            raise ConnectionError(f"upgrade refused: {status}")
+        return cls(reader, writer)
+
+    async def recv(self) -> str:
+        while True:
+            opcode, payload = await self._read_frame()
+            if opcode == 0x1:
+                return payload.decode()
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                raise ConnectionError(f"closed by the server with {code}")
+            if opcode == 0x9:
+                self._write_frame(0xA, payload)
+
+    async def send(self, text: str) -> None:
+        self._write_frame(0x1, text.encode())
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def _read_frame(self) -> tuple[int, bytes]:
+        first, second = await self._reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self._reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self._reader.readexactly(8))
+        return first & 0x0F, await self._reader.readexactly(length)
+
+    def _write_frame(self, opcode: int, payload: bytes) -> None:
+        # A client must mask; an all-zero key leaves the payload as it is, which every
+        # server accepts and spares the generator the XOR.
+        size = len(payload)
+        if size < 126:
+            length = bytes([0x80 | size])
+        elif size < 65536:
+            length = bytes([0x80 | 126]) + struct.pack("!H", size)
+        else:
+            length = bytes([0x80 | 127]) + struct.pack("!Q", size)
+        self._writer.write(bytes([0x80 | opcode]) + length + bytes(4) + payload)
