@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             broker=broker,
             hub=hub,
             creates=creates,
+            snapshots=notifications.SnapshotLoader(db, size=settings.snapshot_size),
             verifier=TokenVerifier(settings),
         )
         app.state.services = services

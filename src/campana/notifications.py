@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -160,6 +161,9 @@ def _creation_events(
             events.append(count_event(user_id, version, counts[user_id], committed_at))
     return events
 
+
+# Users whose opening frames one transaction reads at most (a reconnect storm).
+SNAPSHOT_BATCH_USERS = 500
 
 # The fewest rows a shared transaction may hold, whatever CAMPANA_MAX_RECIPIENTS says:
 # SQLAlchemy writes up to 1000 rows in one INSERT statement.
@@ -363,22 +367,70 @@ async def unread_count(db: Database, *, user_id: str) -> int:
         return await store.unread_count(session, user_id)
 
 
-async def snapshot(db: Database, *, user_id: str, size: int) -> list[Event]:
-    """The frames a new socket starts with: ``snapshot`` then ``unread_count.updated``.
+class SnapshotLoader:
+    """Loads the opening frames of many sockets in one transaction.
 
-    Both are read at one instant and carry that instant's version, so the socket can
-    tell which live events they already include.
+    A reconnect storm (an instance restarts, 10,000 tabs come back) would otherwise be
+    one transaction per socket. Requests that arrive while a batch is being read form the
+    next batch, so a lone socket waits for nothing. Each user's version, items and count
+    are still read at one instant: the whole batch is one REPEATABLE READ transaction.
+    """
+
+    def __init__(self, db: Database, *, size: int, max_users: int = SNAPSHOT_BATCH_USERS) -> None:
+        self._db = db
+        self._size = size
+        self._max_users = max_users
+        self._waiting: dict[str, asyncio.Future[list[Event]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    def load(self, user_id: str) -> Awaitable[list[Event]]:
+        """The ``snapshot`` and ``unread_count.updated`` frames a new socket starts with."""
+        waiting = self._waiting.get(user_id)
+        if waiting is None:
+            waiting = self._waiting[user_id] = asyncio.get_running_loop().create_future()
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_batches())
+        return asyncio.shield(waiting)
+
+    async def _read_batches(self) -> None:
+        try:
+            while self._waiting:
+                batch = dict(itertools.islice(self._waiting.items(), self._max_users))
+                for user_id in batch:
+                    del self._waiting[user_id]
+                try:
+                    frames = await snapshots(self._db, user_ids=list(batch), size=self._size)
+                except Exception as error:
+                    for future in batch.values():
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for user_id, future in batch.items():
+                    if not future.done():
+                        future.set_result(frames[user_id])
+        finally:
+            self._reader = None
+
+
+async def snapshots(db: Database, *, user_ids: list[str], size: int) -> dict[str, list[Event]]:
+    """The frames each user's new socket starts with: ``snapshot`` then ``unread_count.updated``.
+
+    Both are read at one instant and carry that instant's version, so a socket can tell
+    which live events they already include.
     """
     async with db.begin() as session:
         await store.use_snapshot_isolation(session)
-        version = await store.current_version(session, user_id)
-        rows = await store.list_notifications(session, user_id, skip=0, limit=size)
-        count = await store.unread_count(session, user_id)
-    items = [item_payload(NotificationItem.model_validate(row)) for row in rows]
-    return [
-        Event(user_id, version, SNAPSHOT, encode_frame(SNAPSHOT, items)),
-        count_event(user_id, version, count),
-    ]
+        versions = await store.current_versions(session, user_ids)
+        newest = await store.newest_notifications(session, user_ids, size)
+        counts = await store.unread_counts(session, user_ids)
+    frames: dict[str, list[Event]] = {}
+    for user_id in user_ids:
+        items = [item_payload(NotificationItem.model_validate(row)) for row in newest[user_id]]
+        frames[user_id] = [
+            Event(user_id, versions[user_id], SNAPSHOT, encode_frame(SNAPSHOT, items)),
+            count_event(user_id, versions[user_id], counts[user_id]),
+        ]
+    return frames
 
 
 async def purge_idempotency_keys(db: Database, *, older_than: timedelta) -> int:

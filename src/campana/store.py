@@ -9,7 +9,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias, cast
 
-from sqlalchemy import Row, Table, delete, event, func, not_, select, update
+from sqlalchemy import (
+    Row,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    not_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -106,6 +118,51 @@ async def current_version(session: AsyncSession, user_id: str) -> int:
         select(user_versions.c.version).where(user_versions.c.user_id == user_id)
     )
     return version or 0
+
+
+async def current_versions(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
+    versions = dict.fromkeys(user_ids, 0)
+    result = await session.execute(
+        select(user_versions.c.user_id, user_versions.c.version).where(
+            user_versions.c.user_id.in_(user_ids)
+        )
+    )
+    versions.update({user_id: version for user_id, version in result})
+    return versions
+
+
+async def newest_notifications(
+    session: AsyncSession, user_ids: Sequence[str], limit: int
+) -> dict[str, list[AnyRow]]:
+    """Each user's ``limit`` newest items, newest first, for many users at once."""
+    newest: dict[str, list[AnyRow]] = {user_id: [] for user_id in user_ids}
+    if _dialect(session) != "postgresql":
+        # SQLite has no LATERAL; queries on its one in-process connection are cheap.
+        for user_id in newest:
+            newest[user_id] = list(await list_notifications(session, user_id, skip=0, limit=limit))
+        return newest
+    # One index range scan of at most ``limit`` rows per user, however many items they have.
+    wanted = (
+        func.unnest(bindparam("user_ids", list(newest), type_=postgresql.ARRAY(String)))
+        .table_valued("user_id")
+        .render_derived("wanted")
+    )
+    per_user = (
+        select(*ITEM_COLUMNS)
+        .where(notifications.c.user_id == wanted.c.user_id)
+        .order_by(*NEWEST_FIRST)
+        .limit(limit)
+        .lateral("newest")
+    )
+    result = await session.execute(
+        select(wanted.c.user_id, per_user)
+        .select_from(wanted)
+        .join(per_user, true())
+        .order_by(wanted.c.user_id, per_user.c.created_at.desc(), per_user.c.id.desc())
+    )
+    for row in result:
+        newest[row.user_id].append(row)
+    return newest
 
 
 # Notifications

@@ -13,7 +13,7 @@ from campana.auth import SEND_SCOPE, Principal, TokenVerifier
 from campana.broker import Broker
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
-from campana.notifications import CreateBatcher
+from campana.notifications import CreateBatcher, SnapshotLoader
 from campana.settings import Settings
 
 
@@ -27,6 +27,7 @@ class Services:
     broker: Broker
     hub: Hub
     creates: CreateBatcher
+    snapshots: SnapshotLoader
     verifier: TokenVerifier
 
 

@@ -21,7 +21,6 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from campana import notifications
 from campana.errors import InvalidToken
 from campana.hub import (
     CLOSE_INTERNAL_ERROR,
@@ -219,12 +218,7 @@ class NotificationsSocket(asyncio.Protocol):
             self,
             user_id=principal.user_id,
             expires_at=principal.expires_at,
-            load_first_frames=partial(
-                notifications.snapshot,
-                services.db,
-                user_id=principal.user_id,
-                size=services.settings.snapshot_size,
-            ),
+            load_first_frames=partial(services.snapshots.load, principal.user_id),
         )
         if connection is None:
             return
