@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -125,9 +126,23 @@ def _serve_demo(app: FastAPI) -> None:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+# Collect young objects every 50,000 allocations instead of 700: a server holding tens of
+# thousands of sockets spent whole collections of 100-300 ms in the middle of deliveries
+# (p99 create-to-receipt 185 ms -> 52 ms at 500 creates/s in bench/compare.py).
+GC_THRESHOLDS = (50_000, 50, 1_000)
+
+
 def create_app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory``: each worker reads the same environment."""
-    return create_app(load_settings())
+    """Factory for ``campana serve`` (each worker reads the same environment).
+
+    Also tunes the garbage collector for a long-running server: what exists after start-up
+    (modules, the app) is frozen out of every collection.
+    """
+    app = create_app(load_settings())
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:
