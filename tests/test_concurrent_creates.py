@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from .client import Socket
 from .conftest import Server, ServerPool
@@ -101,12 +103,39 @@ async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
 async def test_one_create_the_database_refuses_fails_alone(
     servers: ServerPool, user: str, rows: Any
 ) -> None:
-    """PostgreSQL refuses NUL in text. Sharing a transaction with it costs others nothing.
+    """A create the database refuses (here a trigger refuses its message) fails alone.
 
     A long broadcast first keeps the writer busy, so the others queue up behind it and
-    share one transaction with the bad create.
+    share one transaction with the refused create.
     """
     api = await servers.get("postgresql", "inprocess")
+    refused = f"refused-{user}"
+    engine = create_async_engine(api.settings.resolved_database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text(REFUSE_FUNCTION.format(message=refused)))
+        await connection.execute(text(REFUSE_TRIGGER))
+    try:
+        await _create_refused_among_others(api, user, refused, rows)
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER campana_test_refuse ON notifications"))
+        await engine.dispose()
+
+
+REFUSE_FUNCTION = """
+CREATE OR REPLACE FUNCTION campana_test_refuse() RETURNS trigger AS $$
+BEGIN
+    IF NEW.message = '{message}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql
+"""
+REFUSE_TRIGGER = """
+CREATE TRIGGER campana_test_refuse BEFORE INSERT ON notifications
+FOR EACH ROW EXECUTE FUNCTION campana_test_refuse()
+"""
+
+
+async def _create_refused_among_others(api: Server, user: str, refused: str, rows: Any) -> None:
     others = [f"{user}-{i}" for i in range(2000)]
     async with api.connect(user) as tab:
         assert await tab.start() == ([], 0)
@@ -119,7 +148,7 @@ async def test_one_create_the_database_refuses_fails_alone(
         )
         await asyncio.sleep(0.05)
         bodies = [{"user_id": user, "type": "GENERIC_INFO", "message": f"n{i}"} for i in range(20)]
-        bodies.insert(10, {"user_id": user, "type": "GENERIC_INFO", "message": "bad \x00 byte"})
+        bodies.insert(10, {"user_id": user, "type": "GENERIC_INFO", "message": refused})
         answers = await asyncio.gather(
             *(api.http.post(NOTIFICATIONS, json=body, headers=api.producer) for body in bodies)
         )

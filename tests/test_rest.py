@@ -208,6 +208,9 @@ BAD_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("no-recipient", {"user_id": None}),
     ("empty-user-id", {"user_id": ""}),
     ("empty-user-ids", {"user_id": None, "user_ids": []}),
+    ("nul-in-message", {"message": "bad \x00 byte"}),
+    ("nul-in-user-id", {"user_id": "a\x00b"}),
+    ("nul-in-idempotency-key", {"idempotency_key": "k\x00"}),
 ]
 
 

@@ -182,6 +182,11 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(tmp_path: Path
         await assert_refused(c, token)
 
 
+async def test_a_user_claim_with_a_nul_character_is_refused(tmp_path: Path) -> None:
+    async with app_client(tmp_path, jwt_secret=SECRET) as c:
+        await assert_refused(c, jwt.encode(claims(sub="ali\x00ce"), SECRET))
+
+
 async def test_audience_and_issuer_are_checked_when_configured(tmp_path: Path) -> None:
     settings = {"jwt_secret": SECRET, "jwt_audience": "campana", "jwt_issuer": "https://id"}
     async with app_client(tmp_path, **settings) as c:

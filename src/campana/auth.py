@@ -102,8 +102,8 @@ class TokenVerifier:
             # an EC key in a JWKS): the token is wrong, not the server.
             raise InvalidToken("invalid token: its algorithm does not fit its key") from None
         user_id = claims.get(self._user_claim)
-        if not isinstance(user_id, str) or not user_id or len(user_id) > 255:
-            raise InvalidToken(f"claim {self._user_claim!r} must be a non-empty string")
+        if not isinstance(user_id, str) or not user_id or len(user_id) > 255 or "\x00" in user_id:
+            raise InvalidToken(f"claim {self._user_claim!r} must be a non-empty string, no NUL")
         return Principal(
             user_id=user_id,
             scopes=_scopes(claims.get("scope")),

@@ -78,12 +78,24 @@ def _safe_link(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")  # PostgreSQL cannot store it
+    return value
+
+
 Message = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_MAX_CHARS)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_MAX_CHARS),
+    AfterValidator(_no_nul),
 ]
 LinkUrl = Annotated[str, StringConstraints(max_length=LINK_MAX_CHARS), AfterValidator(_safe_link)]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS)]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+UserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS), AfterValidator(_no_nul)
+]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_no_nul)
+]
 
 
 class NotificationCreate(BaseModel):
