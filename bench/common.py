@@ -21,6 +21,25 @@ from urllib.parse import urlsplit
 BACKLOG = 2048
 
 
+# The tests empty the database `test`: benchmarks keep to their own.
+POSTGRES_URL = os.environ.get(
+    "CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/campana_bench"
+)
+
+
+async def ensure_database(url: str = POSTGRES_URL) -> None:
+    """Create the benchmark database if it is missing (connecting to `postgres` first)."""
+    import asyncpg  # only the benchmarks that need PostgreSQL pay for the import
+
+    name = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -19,8 +19,8 @@ shared, so scenario 5 shows its one-process fan-out), ``socketio`` (bench/altern
 python-socketio with its Redis manager, FastAPI, SQLAlchemy) and ``campana``
 (``campana serve``), the last two on the local PostgreSQL and Redis. Every server listens
 with the same accept backlog (common.BACKLOG). CAMPANA_BENCH_POSTGRES_URL and
-CAMPANA_BENCH_REDIS_URL say where; the default database, ``test``, is the one the test
-suite empties as it starts: run one or the other. Usage::
+CAMPANA_BENCH_REDIS_URL say where; the default database, ``campana_bench``, is created if
+missing (the test suite empties ``test``, so the two may run apart). Usage::
 
     .venv/bin/python bench/compare.py --sizes 1000,5000,10000 --rate 1000 --seconds 10
 
@@ -53,10 +53,12 @@ from typing import Any, Protocol, TypeVar
 import jwt
 import orjson
 from common import (
+    POSTGRES_URL,
     BareWebSocket,
     HttpPool,
     Server,
     cpu_seconds,
+    ensure_database,
     free_port,
     machine_cpu_seconds,
     percentile,
@@ -66,7 +68,6 @@ from common import (
 from profiling import Profiler
 from websockets.asyncio.client import ClientConnection, connect
 
-POSTGRES_URL = os.environ.get("CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CEILING = str(Path(__file__).with_name("ceiling.py"))
 ALTERNATIVE = str(Path(__file__).with_name("alternative.py"))
@@ -711,6 +712,7 @@ def usage_table(report: Report) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    await ensure_database()
     gc.disable()  # the generator's own collections would read as server latency
     report = Report()
     profiler = Profiler(args.profile) if args.profile else None

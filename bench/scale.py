@@ -32,13 +32,21 @@ import uuid
 from pathlib import Path
 
 import orjson
-from common import HttpPool, free_port, percentile, process, rss_bytes, wait_for_port
+from common import (
+    POSTGRES_URL,
+    HttpPool,
+    ensure_database,
+    free_port,
+    percentile,
+    process,
+    rss_bytes,
+    wait_for_port,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 from campana.auth import SEND_SCOPE, mint_token
 from campana.settings import Settings
 
-POSTGRES_URL = os.environ.get("CAMPANA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("CAMPANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "bench-secret-" + uuid.uuid4().hex
 
@@ -130,6 +138,7 @@ async def main(args: argparse.Namespace) -> None:
     # The load generator holds every client socket: its own garbage collections (pauses of
     # up to a second with 10,000 connections) would be measured as the server's latency.
     gc.disable()
+    await ensure_database()
     settings = Settings(jwt_secret=SECRET)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMPANA_")},

@@ -284,3 +284,40 @@ async def test_a_stale_count_never_follows_a_fresher_one(server: Server, user: s
     for counts in await asyncio.gather(*tabs):
         assert counts == sorted(counts), f"stale count after a fresher one: {counts}"
         assert counts[-1] == 64
+
+
+UPGRADE = {
+    "Host": "campana",
+    "Upgrade": "websocket",
+    "Connection": "keep-alive, Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "changes", "status"),
+    [
+        ("/api/v1/notifications/ws", {}, 101),
+        ("/api/v1/notifications/elsewhere", {}, 404),
+        ("/api/v1/notifications/ws", {"Sec-WebSocket-Key": None}, 400),
+        ("/api/v1/notifications/ws", {"Sec-WebSocket-Key": "c2hvcnQ="}, 400),
+        ("/api/v1/notifications/ws", {"Sec-WebSocket-Version": "8"}, 426),
+    ],
+)
+async def test_the_opening_handshake_is_checked(
+    api: Server, path: str, changes: dict[str, str | None], status: int
+) -> None:
+    """RFC 6455 §4.2: a bad upgrade gets a plain HTTP error; a good one the RFC's accept key."""
+    headers = {k: v for k, v in {**UPGRADE, **changes}.items() if v is not None}
+    host, port = api.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write((request + "\r\n").encode())
+    answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+    writer.close()
+    assert answer.startswith(f"HTTP/1.1 {status} "), answer
+    if status == 101:
+        assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer  # RFC's example
+    if status == 426:
+        assert "Sec-WebSocket-Version: 13\r\n" in answer

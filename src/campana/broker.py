@@ -148,6 +148,8 @@ class RedisBroker:
         self._process_channel = f"campana:process:{uuid.uuid4().hex}".encode()
         self._wanted: set[str] = set()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._to_subscribe: set[bytes] = set()
+        self._subscribing: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._deliver: Deliver | None = None
@@ -181,12 +183,25 @@ class RedisBroker:
         if confirmed is None:
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations[channel] = confirmed
+        self._to_subscribe.add(channel)
+        if self._subscribing is None:
+            self._subscribing = asyncio.create_task(self._send_subscriptions(pubsub))
         try:
-            await pubsub.subscribe(channel)
             # Redis confirms once it will route every later PUBLISH to us.
             await asyncio.wait_for(asyncio.shield(confirmed), self._subscribe_timeout)
-        except (RedisError, OSError, TimeoutError):
-            logger.warning("subscribing a user failed; the reader will reconnect and resync")
+        except TimeoutError:
+            logger.warning("subscribing a user timed out; the reader will reconnect and resync")
+
+    async def _send_subscriptions(self, pubsub: PubSub) -> None:
+        """One SUBSCRIBE for every channel asked for meanwhile (in a storm, hundreds)."""
+        try:
+            while self._to_subscribe:
+                channels, self._to_subscribe = self._to_subscribe, set()
+                await pubsub.subscribe(*channels)
+        except (RedisError, OSError):
+            logger.warning("subscribing users failed; the reader will reconnect and resync")
+        finally:
+            self._subscribing = None
 
     async def unsubscribe(self, user_id: str) -> None:
         self._wanted.discard(user_id)

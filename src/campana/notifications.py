@@ -27,6 +27,7 @@ from campana.errors import IdempotencyConflict, InvalidRequest, NotificationNotF
 from campana.schemas import (
     SNAPSHOT,
     Event,
+    ItemPayload,
     NotificationCreate,
     NotificationItem,
     count_event,
@@ -43,7 +44,7 @@ Database = async_sessionmaker[AsyncSession]
 
 @dataclass(frozen=True, slots=True)
 class Created:
-    items: list[NotificationItem]
+    items: list[ItemPayload]  # as the wire shows them: built once, for events and answer
     replayed: bool
 
 
@@ -74,7 +75,7 @@ async def create_notifications(
         )
         for user_id in request.recipients
     ]
-    items = [NotificationItem.model_validate(row) for row in rows]
+    items = [item_payload(NotificationItem.model_validate(row)) for row in rows]
     if key is not None:
         return await _create_idempotent(db, broker, producer, key, request, rows, items)
     await batcher.write(rows, items)
@@ -88,7 +89,7 @@ async def _create_idempotent(
     key: str,
     request: NotificationCreate,
     rows: list[store.NewNotification],
-    items: list[NotificationItem],
+    items: list[ItemPayload],
 ) -> Created:
     fingerprint = hashlib.sha256(request.fingerprint()).hexdigest()
     async with db() as session:
@@ -103,7 +104,7 @@ async def _create_idempotent(
                 producer=producer,
                 key=key,
                 fingerprint=fingerprint,
-                response=orjson.dumps([item_payload(item) for item in items]).decode(),
+                response=orjson.dumps(items).decode(),
                 created_at=rows[0].created_at,
             )
             versions, counts = await _insert(session, rows)
@@ -121,7 +122,7 @@ async def _create_alone(
     db: Database,
     broker: Broker,
     rows: list[store.NewNotification],
-    items: list[NotificationItem],
+    items: list[ItemPayload],
 ) -> None:
     async with db.begin() as session:
         versions, counts = await _insert(session, rows)
@@ -140,7 +141,7 @@ async def _insert(
 
 def _creation_events(
     rows: Sequence[store.NewNotification],
-    items: Sequence[NotificationItem],
+    items: Sequence[ItemPayload],
     last_versions: dict[str, int],
     counts: dict[str, int],
 ) -> list[Event]:
@@ -173,7 +174,7 @@ MIN_BATCH_ROWS = 1000
 @dataclass(slots=True)
 class _QueuedCreate:
     rows: list[store.NewNotification]
-    items: list[NotificationItem]
+    items: list[ItemPayload]
     written: asyncio.Future[None]
 
 
@@ -213,7 +214,7 @@ class CreateBatcher:
         if self._writer is not None:
             await self._writer
 
-    async def write(self, rows: list[store.NewNotification], items: list[NotificationItem]) -> None:
+    async def write(self, rows: list[store.NewNotification], items: list[ItemPayload]) -> None:
         """Commit in a transaction shared with concurrent calls, then publish."""
         if self._closing or self._writer is None:
             await _create_alone(self._db, self._broker, rows, items)
@@ -316,8 +317,7 @@ async def _replay(
         return None
     if record.fingerprint != fingerprint:
         raise IdempotencyConflict()
-    items = [NotificationItem.model_validate(item) for item in orjson.loads(record.response)]
-    return Created(items=items, replayed=True)
+    return Created(items=orjson.loads(record.response), replayed=True)
 
 
 async def mark_read(

@@ -172,7 +172,10 @@ def encode_frame(event: str, payload: Any) -> str:
     return orjson.dumps({"event": event, "payload": payload}).decode()
 
 
-def item_payload(item: NotificationItem) -> dict[str, Any]:
+ItemPayload = dict[str, Any]  # a NotificationItem as JSON-ready values
+
+
+def item_payload(item: NotificationItem) -> ItemPayload:
     return item.model_dump(mode="json")
 
 
@@ -197,9 +200,9 @@ class Event:
 
 
 def created_event(
-    user_id: str, version: int, item: NotificationItem, published_at: float = 0.0
+    user_id: str, version: int, item: ItemPayload, published_at: float = 0.0
 ) -> Event:
-    frame = encode_frame(NOTIFICATION_CREATED, item_payload(item))
+    frame = encode_frame(NOTIFICATION_CREATED, item)
     return Event(user_id, version, NOTIFICATION_CREATED, frame, published_at)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     not_,
     select,
+    text,
     true,
     update,
 )
@@ -100,6 +101,12 @@ async def bump_versions(session: AsyncSession, user_ids: Sequence[str]) -> dict[
     """
     # One row per user: PostgreSQL refuses an upsert that touches one key twice.
     changes = Counter(user_ids)
+    if _dialect(session) == "postgresql":
+        ordered = sorted(changes)
+        result = await session.execute(
+            _BUMP_VERSIONS_PG, {"user_ids": ordered, "steps": [changes[u] for u in ordered]}
+        )
+        return {user_id: version for user_id, version in result}
     insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     upsert = insert(user_versions)
     statement = upsert.on_conflict_do_update(
@@ -179,7 +186,37 @@ class NewNotification:
     created_at: datetime
 
 
+# PostgreSQL: whole columns as arrays, one statement however many rows (SQLAlchemy's
+# executemany would send a statement of up to 1,000 rows with one parameter per value).
+_BUMP_VERSIONS_PG = text(
+    "INSERT INTO user_versions (user_id, version)"
+    " SELECT * FROM unnest(CAST(:user_ids AS text[]), CAST(:steps AS bigint[]))"
+    " ON CONFLICT (user_id) DO UPDATE SET version = user_versions.version + excluded.version"
+    " RETURNING user_id, version"
+)
+_INSERT_NOTIFICATIONS_PG = text(
+    "INSERT INTO notifications (id, user_id, type, message, link_url, is_read, created_at)"
+    " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:user_ids AS text[]),"
+    " CAST(:types AS text[]), CAST(:messages AS text[]), CAST(:links AS text[]),"
+    " CAST(:reads AS boolean[]), CAST(:created AS timestamptz[]))"
+)
+
+
 async def insert_notifications(session: AsyncSession, rows: Sequence[NewNotification]) -> None:
+    if _dialect(session) == "postgresql":
+        await session.execute(
+            _INSERT_NOTIFICATIONS_PG,
+            {
+                "ids": [row.id for row in rows],
+                "user_ids": [row.user_id for row in rows],
+                "types": [row.type for row in rows],
+                "messages": [row.message for row in rows],
+                "links": [row.link_url for row in rows],
+                "reads": [row.is_read for row in rows],
+                "created": [row.created_at for row in rows],
+            },
+        )
+        return
     await session.execute(
         notifications.insert(),
         [

@@ -17,7 +17,6 @@ from campana.schemas import (
     NotificationCreate,
     NotificationItem,
     UnreadCount,
-    item_payload,
 )
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
@@ -131,9 +130,8 @@ async def create_notifications(
         idempotency_key=request.headers.get("idempotency-key"),
         max_recipients=services.settings.max_recipients,
     )
-    payload = [item_payload(item) for item in created.items]
     return Response(
-        orjson.dumps(payload[0] if body.user_id is not None else payload),
+        orjson.dumps(created.items[0] if body.user_id is not None else created.items),
         status_code=status.HTTP_201_CREATED,
         media_type="application/json",
         headers={"Idempotent-Replayed": "true"} if created.replayed else None,
