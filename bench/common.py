@@ -27,13 +27,19 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-async def ensure_database(url: str = POSTGRES_URL) -> None:
-    """Create the benchmark database if it is missing (connecting to `postgres` first)."""
+async def ensure_database(url: str = POSTGRES_URL, *, fresh: bool = False) -> None:
+    """Create the benchmark database if it is missing; ``fresh``: empty, whatever it held.
+
+    Each system starts on an empty database: tables grown by earlier runs, with planner
+    statistics autovacuum had not caught up with, halved a system's create rate.
+    """
     import asyncpg  # only the benchmarks that need PostgreSQL pay for the import
 
     name = urlsplit(url).path.lstrip("/")
     admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
     try:
+        if fresh:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             await admin.execute(f'CREATE DATABASE "{name}"')
     finally:

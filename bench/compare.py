@@ -712,7 +712,6 @@ def usage_table(report: Report) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    await ensure_database()
     gc.disable()  # the generator's own collections would read as server latency
     report = Report()
     profiler = Profiler(args.profile) if args.profile else None
@@ -725,6 +724,7 @@ async def main(args: argparse.Namespace) -> None:
         if "cross" in scenarios and not system.scales_out:
             scenarios.add("fanout")  # its one-process fan-out stands in for scenario 5
         scenarios.discard("cross")
+        await ensure_database(fresh=True)
         system.prepare()
         if scenarios:
             chosen = ", ".join(s for s in SCENARIOS if s in scenarios)
@@ -732,6 +732,8 @@ async def main(args: argparse.Namespace) -> None:
             await measure_one_instance(system, scenarios, args, report, profiler, logs)
         if cross:
             print(f"measuring {name}: two instances…", file=sys.stderr)
+            await ensure_database(fresh=True)
+            system.prepare()
             await measure_two_instances(system, args, report, profiler, logs)
         elif "cross" in args.scenarios:
             for metric in list(report.figures[name]):

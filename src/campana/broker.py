@@ -27,7 +27,8 @@ from campana.schemas import Event
 
 logger = logging.getLogger(__name__)
 
-Deliver = Callable[[Event], None]
+# Events of one publish, in order; a user's events stay in version order.
+Deliver = Callable[[Sequence[Event]], None]
 Resync = Callable[[], None]
 
 
@@ -77,9 +78,7 @@ class InProcessBroker:
         deliver = self._deliver
         if deliver is None:
             return
-        for event in events:
-            if event.user_id in self._subscribed:
-                deliver(event)
+        deliver([event for event in events if event.user_id in self._subscribed])
 
     async def ping(self) -> None:
         return None
@@ -95,24 +94,13 @@ BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 
 
-def encode_message(event: Event) -> bytes:
-    """``<version> <published_at> <name>\n<frame>``: the frame travels untouched."""
-    return f"{event.version} {event.published_at!r} {event.name}\n{event.frame}".encode()
-
-
-def decode_message(channel: bytes, data: bytes) -> Event:
-    head, _, frame = data.decode().partition("\n")
-    version, published_at, name = head.split(" ", 2)
-    user_id = channel.decode().removeprefix(CHANNEL_PREFIX)
-    return Event(user_id, int(version), name, frame, float(published_at))
-
-
-def encode_batch(events: Sequence[Event]) -> bytes:
+def encode_events(events: Sequence[Event]) -> bytes:
+    """One message for several events; each frame travels untouched, serialised once."""
     # Fields in the order of Event, so a record unpacks straight into one.
     return orjson.dumps([[e.user_id, e.version, e.name, e.frame, e.published_at] for e in events])
 
 
-def decode_batch(data: bytes, wanted: set[str]) -> list[Event]:
+def decode_events(data: bytes, wanted: set[str]) -> list[Event]:
     """The events of ``wanted`` users; the rest are other processes' business."""
     return [Event(*record) for record in orjson.loads(data) if record[0] in wanted]
 
@@ -212,17 +200,20 @@ class RedisBroker:
             await pubsub.unsubscribe(_channel(user_id))
 
     async def publish(self, events: Sequence[Event]) -> None:
-        if len(events) == 1:
-            event = events[0]
-            await self._publisher.publish(_channel(event.user_id), encode_message(event))
-            return
-        if len(events) >= BATCH_MIN_USERS and len({e.user_id for e in events}) >= BATCH_MIN_USERS:
-            await self._publisher.publish(BATCH_CHANNEL, encode_batch(events))
-            return
-        async with self._publisher.pipeline(transaction=False) as pipeline:
-            for event in events:
-                pipeline.publish(_channel(event.user_id), encode_message(event))
-            await pipeline.execute()
+        """One message per user on the user's channel, or one for all on the batch channel."""
+        by_user: dict[str, list[Event]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+        if len(by_user) >= BATCH_MIN_USERS:
+            await self._publisher.publish(BATCH_CHANNEL, encode_events(events))
+        elif len(by_user) == 1:
+            [(user_id, user_events)] = by_user.items()
+            await self._publisher.publish(_channel(user_id), encode_events(user_events))
+        else:
+            async with self._publisher.pipeline(transaction=False) as pipeline:
+                for user_id, user_events in by_user.items():
+                    pipeline.publish(_channel(user_id), encode_events(user_events))
+                await pipeline.execute()
 
     async def ping(self) -> None:
         await self._publisher.ping()
@@ -272,11 +263,7 @@ class RedisBroker:
             deliver = self._deliver
             if deliver is None or channel == self._process_channel:
                 return
-            if channel == BATCH_CHANNEL:
-                for event in decode_batch(message["data"], self._wanted):
-                    deliver(event)
-            else:
-                deliver(decode_message(channel, message["data"]))
+            deliver(decode_events(message["data"], self._wanted))
         elif kind == "subscribe":
             if channel == self._process_channel and self._resync_pending:
                 self._resync_pending = False

@@ -16,7 +16,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -170,6 +170,19 @@ class Connection:
             return 0
         return self._send(event, frame)
 
+    def push_all(self, events: list[Event], frames: list[bytes]) -> int:
+        """``push`` each event, in one write when the socket takes them at once."""
+        if len(events) == 1:
+            return self.push(events[0], frames[0])
+        if self._closing or self._queue or not self._started or not self.socket.writable:
+            return sum(self.push(e, f) for e, f in zip(events, frames, strict=True))
+        fresh = [
+            frame for event, frame in zip(events, frames, strict=True) if self._is_fresh(event)
+        ]
+        if fresh:
+            self.socket.write_frame(b"".join(fresh))
+        return len(fresh)
+
     def start(self, first_frames: list[Event]) -> None:
         """Send the first frames, then whatever queued behind them while they loaded."""
         if self._closing:  # closed (token expired, say) while the snapshot loaded
@@ -208,11 +221,19 @@ class Connection:
         self._queue.clear()
         self._expiry.cancel()
 
+    def _is_fresh(self, event: Event) -> bool:
+        """False for a count not newer than the last count sent (it would move the badge
+        backwards); True for everything else, and the count becomes the last one."""
+        if not event.is_count:
+            return True
+        if event.version <= self._last_count_version:
+            return False
+        self._last_count_version = event.version
+        return True
+
     def _send(self, event: Event, frame: bytes | None) -> int:
-        if event.is_count:
-            if event.version <= self._last_count_version:
-                return 0
-            self._last_count_version = event.version
+        if not self._is_fresh(event):
+            return 0
         self.socket.write_frame(frame if frame is not None else text_frame(event.frame))
         return 1
 
@@ -252,20 +273,26 @@ class Hub:
                 await asyncio.wait_for(self._all_detached.wait(), grace_seconds)
         await self._broker.close()
 
-    def deliver(self, event: Event) -> None:
-        """Fan one serialised event out to this process's sockets of its user."""
-        connections = self._by_user.get(event.user_id)
-        if connections is None:
-            return
-        frame = text_frame(event.frame)  # once, whatever the number of sockets
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Fan one publish's serialised events out to this process's sockets of their users.
+
+        Each event is encoded into a WebSocket frame once, whatever the number of sockets,
+        and a socket gets its user's frames of the publish in one write.
+        """
+        by_user: dict[str, list[Event]] = {}
+        for event in events:
+            if event.user_id in self._by_user:
+                by_user.setdefault(event.user_id, []).append(event)
         sent = 0
-        # A push may close a slow socket, which detaches later: iterate a copy.
-        for connection in tuple(connections):
-            sent += connection.push(event, frame)
+        for user_id, user_events in by_user.items():
+            frames = [text_frame(event.frame) for event in user_events]
+            # A push may close a slow socket, which detaches later: iterate a copy.
+            for connection in tuple(self._by_user[user_id]):
+                sent += connection.push_all(user_events, frames)
         if sent:
             metrics.frames_delivered.inc(sent)
-            if event.published_at:
-                metrics.delivery_latency.observe(time.time() - event.published_at)
+            if events[0].published_at:  # one instant for the whole publish
+                metrics.delivery_latency.observe(time.time() - events[0].published_at)
 
     def resync(self) -> None:
         """Send every socket a fresh snapshot and count (events may have been missed)."""

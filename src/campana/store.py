@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Row,
     String,
     Table,
+    any_,
     bindparam,
     delete,
     event,
@@ -88,6 +90,15 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+def _among(
+    session: AsyncSession, column: ColumnElement[str], values: Sequence[str]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL one array parameter, however many values."""
+    if _dialect(session) == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
+
+
 # Versions
 
 
@@ -131,7 +142,7 @@ async def current_versions(session: AsyncSession, user_ids: Sequence[str]) -> di
     versions = dict.fromkeys(user_ids, 0)
     result = await session.execute(
         select(user_versions.c.user_id, user_versions.c.version).where(
-            user_versions.c.user_id.in_(user_ids)
+            _among(session, user_versions.c.user_id, user_ids)
         )
     )
     versions.update({user_id: version for user_id, version in result})
@@ -292,7 +303,7 @@ async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[
     counts = dict.fromkeys(user_ids, 0)
     result = await session.execute(
         select(notifications.c.user_id, func.count())
-        .where(notifications.c.user_id.in_(user_ids), not_(notifications.c.is_read))
+        .where(_among(session, notifications.c.user_id, user_ids), not_(notifications.c.is_read))
         .group_by(notifications.c.user_id)
     )
     counts.update({user_id: count for user_id, count in result})
