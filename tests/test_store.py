@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from campana import migrations, notifications, store
 
@@ -32,16 +32,23 @@ QUERIES: dict[str, tuple[Query, str]] = {
 }
 
 
+async def migrated_engine(
+    database_urls: dict[str, str], tmp_path: Path, database: str
+) -> AsyncEngine:
+    """The test PostgreSQL, or a fresh SQLite file migrated like a new install."""
+    url = database_url(database_urls, database)
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"
+        await asyncio.to_thread(migrations.upgrade, url)
+    return create_async_engine(url)
+
+
 @pytest.mark.parametrize("query", QUERIES)
 @pytest.mark.parametrize("database", DATABASES)
 async def test_query_uses_its_index(
     database_urls: dict[str, str], tmp_path: Path, database: str, query: str
 ) -> None:
-    url = database_url(database_urls, database)
-    if database == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'plan.sqlite3'}"
-        await asyncio.to_thread(migrations.upgrade, url)
-    engine = create_async_engine(url)
+    engine = await migrated_engine(database_urls, tmp_path, database)
     executed: list[tuple[str, Any]] = []
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
@@ -72,11 +79,7 @@ async def test_a_user_named_k_times_gets_k_consecutive_versions(
     database_urls: dict[str, str], tmp_path: Path, database: str
 ) -> None:
     """Creates sharing a transaction: the answer is each user's last version."""
-    url = database_url(database_urls, database)
-    if database == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'versions.sqlite3'}"
-        await asyncio.to_thread(migrations.upgrade, url)
-    engine = create_async_engine(url)
+    engine = await migrated_engine(database_urls, tmp_path, database)
     first, second = f"a-{tmp_path.name}", f"b-{tmp_path.name}"
     try:
         sessions = store.create_sessionmaker(engine)
@@ -99,11 +102,7 @@ async def test_a_user_named_k_times_gets_k_consecutive_versions(
 async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
     database_urls: dict[str, str], tmp_path: Path, database: str
 ) -> None:
-    url = database_url(database_urls, database)
-    if database == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'snapshots.sqlite3'}"
-        await asyncio.to_thread(migrations.upgrade, url)
-    engine = create_async_engine(url)
+    engine = await migrated_engine(database_urls, tmp_path, database)
     busy, quiet, empty = (f"{name}-{tmp_path.name}" for name in ("busy", "quiet", "empty"))
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [

@@ -299,13 +299,26 @@ async def unread_count(session: AsyncSession, user_id: str) -> int:
     return counts[user_id]
 
 
+# A join with the users' array, not `user_id = ANY(:array)`: right after a broadcast's
+# insert, on a table whose statistics still say "small", PostgreSQL chose a sequential
+# scan that tested each row against all 10,000 array elements (5 s instead of 25 ms).
+_UNREAD_COUNTS_PG = text(
+    "SELECT wanted.user_id, count(*) FROM unnest(CAST(:user_ids AS text[])) AS wanted(user_id)"
+    " JOIN notifications ON notifications.user_id = wanted.user_id AND NOT notifications.is_read"
+    " GROUP BY wanted.user_id"
+)
+
+
 async def unread_counts(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, int]:
     counts = dict.fromkeys(user_ids, 0)
-    result = await session.execute(
-        select(notifications.c.user_id, func.count())
-        .where(_among(session, notifications.c.user_id, user_ids), not_(notifications.c.is_read))
-        .group_by(notifications.c.user_id)
-    )
+    if _dialect(session) == "postgresql":
+        result = await session.execute(_UNREAD_COUNTS_PG, {"user_ids": list(counts)})
+    else:
+        result = await session.execute(
+            select(notifications.c.user_id, func.count())
+            .where(notifications.c.user_id.in_(user_ids), not_(notifications.c.is_read))
+            .group_by(notifications.c.user_id)
+        )
     counts.update({user_id: count for user_id, count in result})
     return counts
 
