@@ -83,7 +83,12 @@ class Server:
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30)
+            # Servers are shared between tests, so a connection may sit idle for a while.
+            # Uvicorn closes idle ones after 5 s, as httpx does by default: a request on a
+            # connection the server is closing at that moment fails with ReadError. The
+            # client lets its idle connections go well before the server does.
+            limits = httpx.Limits(keepalive_expiry=2.0)
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30, limits=limits)
         return self._http
 
     def token(self, user_id: str, *, ttl: int = 3600, scopes: tuple[str, ...] = ()) -> str:
