@@ -186,3 +186,26 @@ async def test_concurrent_creates_share_transactions(
     rows_after, batches_after = batch_totals((await api.http.get("/metrics")).text)
     assert rows_after - rows_before == 50
     assert batches_after - batches_before < 50
+
+
+async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_unread_rows(
+    api: Server, user: str, rows: Any
+) -> None:
+    """Every change takes the user's row first: none deadlocks, and the count stays exact.
+
+    Reading one item locks that item and then the user; reading all locks the user and
+    then the items. Taken in different orders, the two would deadlock under this race.
+    """
+    items = [await api.send(user, f"old {i}") for i in range(20)]
+    read_all = api.http.post(f"{NOTIFICATIONS}read-all", headers=api.auth(user))
+    answers = await asyncio.gather(
+        *(api.mark_read(user, item["id"]) for item in items[::2]),
+        read_all,
+        *(api.mark_read(user, item["id"]) for item in items[1::2]),
+        *(api.send(user, f"new {i}") for i in range(10)),
+    )
+    for answer in answers[:21]:
+        assert answer.status_code == 200, answer.text
+    unread = [row for row in await rows(api, user) if not row["is_read"]]
+    assert {row["message"] for row in unread} <= {f"new {i}" for i in range(10)}
+    assert await api.unread_count(user) == len(unread)

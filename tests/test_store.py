@@ -11,16 +11,23 @@ from typing import Any
 
 import orjson
 import pytest
+from alembic import command
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from campana import migrations, notifications, store
+from campana.store import Badge, NewNotification
 
 from .conftest import DATABASES, database_url
 
 Query = Callable[[AsyncSession], Awaitable[Any]]
-QUERIES: dict[str, tuple[Query, str]] = {
-    "unread-count": (lambda s: store.unread_count(s, "u"), "ix_notifications_user_unread"),
+# The index each query must use; SQLite names a text primary key's index itself.
+QUERIES: dict[str, tuple[Query, str | dict[str, str]]] = {
+    "unread-count": (
+        lambda s: store.unread_count(s, "u"),
+        {"postgresql": "pk_user_versions", "sqlite": "sqlite_autoindex_user_versions_1"},
+    ),
+    "read-all": (lambda s: store.mark_all_read(s, "u"), "ix_notifications_user_unread"),
     "newest-first": (
         lambda s: store.list_notifications(s, "u", skip=0, limit=20),
         "ix_notifications_user_newest",
@@ -55,7 +62,8 @@ async def test_query_uses_its_index(
     def capture(*args: Any) -> None:
         executed.append((args[2], args[3]))
 
-    run, index = QUERIES[query]
+    run, expected = QUERIES[query]
+    index = expected if isinstance(expected, str) else expected[database]
     try:
         async with store.create_sessionmaker(engine)() as session:
             await run(session)
@@ -75,27 +83,35 @@ async def test_query_uses_its_index(
 
 
 @pytest.mark.parametrize("database", DATABASES)
-async def test_a_user_named_k_times_gets_k_consecutive_versions(
+async def test_a_user_named_k_times_gets_k_consecutive_versions_and_its_unread_counted(
     database_urls: dict[str, str], tmp_path: Path, database: str
 ) -> None:
-    """Creates sharing a transaction: the answer is each user's last version."""
+    """Creates sharing a transaction: the answer is each user's last version and count."""
     engine = await migrated_engine(database_urls, tmp_path, database)
     first, second = f"a-{tmp_path.name}", f"b-{tmp_path.name}"
     try:
         sessions = store.create_sessionmaker(engine)
         async with sessions.begin() as session:
-            assert await store.bump_versions(session, [first, second, first]) == {
-                first: 2,
-                second: 1,
-            }
+            added = await store.add_notifications(session, new_rows([first, second, first]))
+            assert added == {first: Badge(2, 2), second: Badge(1, 1)}
         async with sessions.begin() as session:
-            assert await store.bump_versions(session, [second, first, second, second]) == {
-                first: 3,
-                second: 4,
-            }
-            assert await store.current_version(session, second) == 4
+            added = await store.add_notifications(
+                session, new_rows([second, first, second, second], read=(1, 3))
+            )
+            assert added == {first: Badge(3, 2), second: Badge(4, 3)}
+            assert await store.badge(session, second) == Badge(4, 3)
+            assert await store.badge(session, "nobody-" + tmp_path.name) == Badge(0, 0)
     finally:
         await engine.dispose()
+
+
+def new_rows(user_ids: list[str], *, read: tuple[int, ...] = ()) -> list[NewNotification]:
+    """One row per entry of ``user_ids``; the rows at the positions in ``read`` are read."""
+    now = datetime.now(UTC)
+    return [
+        NewNotification(uuid.uuid4(), user_id, "GENERIC_INFO", "m", None, i in read, now)
+        for i, user_id in enumerate(user_ids)
+    ]
 
 
 @pytest.mark.parametrize("database", DATABASES)
@@ -121,8 +137,7 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
     try:
         db = store.create_sessionmaker(engine)
         async with db.begin() as session:
-            await store.bump_versions(session, [row.user_id for row in rows])
-            await store.insert_notifications(session, rows)
+            await store.add_notifications(session, rows)
         frames = await notifications.snapshots(db, user_ids=[busy, quiet, empty], size=5)
     finally:
         await engine.dispose()
@@ -137,3 +152,69 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
     assert opening(empty) == ([], {"count": 0})
     assert [event.version for event in frames[busy]] == [7, 7]
     assert [event.version for event in frames[empty]] == [0, 0]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_the_migration_counts_each_users_unread_items(
+    database_urls: dict[str, str], tmp_path: Path, database: str
+) -> None:
+    """A database at the first migration gets each user's unread count from its rows.
+
+    A user with items but no version row (never bumped) gets one; a user whose items
+    are all read counts 0.
+    """
+    url = database_url(database_urls, database)
+    name = f"campana_migration_{uuid.uuid4().hex[:8]}"
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
+    else:
+        await _postgres_admin(url, f"CREATE DATABASE {name}")
+        url = url.rsplit("/", 1)[0] + "/" + name
+    try:
+        await asyncio.to_thread(command.upgrade, migrations.alembic_config(url), "20261128_0001")
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("INSERT INTO user_versions (user_id, version) VALUES ('a', 3), ('c', 1)")
+                )
+                for user_id, is_read in (
+                    ("a", True),
+                    ("a", False),
+                    ("a", False),
+                    ("b", False),
+                    ("c", True),
+                ):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO notifications"
+                            " (id, user_id, type, message, is_read, created_at)"
+                            " VALUES (:id, :user_id, 'GENERIC_INFO', 'm', :is_read, :created_at)"
+                        ),
+                        {
+                            "id": uuid.uuid4().hex if database == "sqlite" else uuid.uuid4(),
+                            "user_id": user_id,
+                            "is_read": is_read,
+                            "created_at": datetime(2026, 1, 1)
+                            if database == "sqlite"
+                            else datetime(2026, 1, 1, tzinfo=UTC),
+                        },
+                    )
+            await asyncio.to_thread(migrations.upgrade, url)
+            async with store.create_sessionmaker(engine)() as session:
+                found = await store.badges(session, ["a", "b", "c", "d"])
+        finally:
+            await engine.dispose()
+    finally:
+        if database == "postgresql":
+            await _postgres_admin(database_url(database_urls, database), f"DROP DATABASE {name}")
+    assert found == {"a": Badge(3, 2), "b": Badge(0, 1), "c": Badge(1, 0), "d": Badge(0, 0)}
+
+
+async def _postgres_admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()

@@ -70,12 +70,18 @@ class Notification(Base):
 
 
 class UserVersion(Base):
-    """Per-user change counter; its row lock also serialises one user's changes."""
+    """Per-user change counter and unread count; its row lock serialises a user's changes.
+
+    Every change of a user's items takes this row's lock first, bumps ``version`` and
+    keeps ``unread`` equal to the user's unread items in the same transaction, so the
+    badge is one primary-key read however many items the user has.
+    """
 
     __tablename__ = "user_versions"
 
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+    unread: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class IdempotencyRecord(Base):

@@ -111,14 +111,14 @@ async def _create_idempotent(
                 response=orjson.dumps(items).decode(),
                 created_at=rows[0].created_at,
             )
-            versions, counts = await _insert(session, rows)
+            badges = await store.add_notifications(session, rows)
     except IntegrityError:
         async with db() as session:
             replay = await _replay(session, producer, key, fingerprint)
         if replay is None:
             raise
         return replay
-    await _publish(broker, _creation_events(rows, items, versions, counts))
+    await _publish(broker, _creation_events(rows, items, badges))
     return Created(items=items, replayed=False)
 
 
@@ -129,25 +129,14 @@ async def _create_alone(
     items: list[ItemPayload],
 ) -> None:
     async with db.begin() as session:
-        versions, counts = await _insert(session, rows)
-    await _publish(broker, _creation_events(rows, items, versions, counts))
-
-
-async def _insert(
-    session: AsyncSession, rows: Sequence[store.NewNotification]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Insert in the caller's transaction: each user's last version and unread count."""
-    versions = await store.bump_versions(session, [row.user_id for row in rows])
-    await store.insert_notifications(session, rows)
-    counts = await store.unread_counts(session, list(versions))
-    return versions, counts
+        badges = await store.add_notifications(session, rows)
+    await _publish(broker, _creation_events(rows, items, badges))
 
 
 def _creation_events(
     rows: Sequence[store.NewNotification],
     items: Sequence[ItemPayload],
-    last_versions: dict[str, int],
-    counts: dict[str, int],
+    badges: dict[str, store.Badge],
 ) -> list[Event]:
     """Each item's ``notification.created``, then one count per user after its last item.
 
@@ -160,10 +149,11 @@ def _creation_events(
     for row, item in zip(rows, items, strict=True):
         user_id = row.user_id
         remaining[user_id] -= 1
-        version = last_versions[user_id] - remaining[user_id]
+        badge = badges[user_id]
+        version = badge.version - remaining[user_id]
         events.append(created_event(user_id, version, item, committed_at))
         if remaining[user_id] == 0:
-            events.append(count_event(user_id, version, counts[user_id], committed_at))
+            events.append(count_event(user_id, version, badge.unread, committed_at))
     return events
 
 
@@ -267,7 +257,7 @@ class CreateBatcher:
         metrics.create_batch_size.observe(len(rows))
         try:
             async with self._db.begin() as session:
-                versions, counts = await _insert(session, rows)
+                badges = await store.add_notifications(session, rows)
         except Exception as error:
             if len(batch) == 1:  # alone already: its caller gets the error as it is
                 _settle(batch[0], error)
@@ -279,7 +269,7 @@ class CreateBatcher:
             )
             await self._write_each_alone(batch)
             return
-        await _publish(self._broker, _creation_events(rows, items, versions, counts))
+        await _publish(self._broker, _creation_events(rows, items, badges))
         for create in batch:
             _settle(create)
 
@@ -329,20 +319,19 @@ async def mark_read(
 ) -> NotificationItem:
     """Read one item. Events go out only when this call changed it."""
     async with db.begin() as session:
-        row = await store.mark_read(session, user_id, notification_id)
-        if row is None:
+        changed = await store.mark_read(session, user_id, notification_id)
+        if changed is None:
             unchanged = await store.find_notification(session, user_id, notification_id)
             if unchanged is None:
                 raise NotificationNotFound()
             return NotificationItem.model_validate(unchanged)
-        version = (await store.bump_versions(session, [user_id]))[user_id]
-        count = await store.unread_count(session, user_id)
+    row, badge = changed
     committed_at = time.time()
     await _publish(
         broker,
         [
-            read_event(user_id, version, notification_id, committed_at),
-            count_event(user_id, version, count, committed_at),
+            read_event(user_id, badge.version, notification_id, committed_at),
+            count_event(user_id, badge.version, badge.unread, committed_at),
         ],
     )
     return NotificationItem.model_validate(row)
@@ -351,11 +340,9 @@ async def mark_read(
 async def mark_all_read(db: Database, broker: Broker, *, user_id: str) -> int:
     """Read everything; one ``unread_count.updated`` and no per-item events."""
     async with db.begin() as session:
-        # The version row is locked before the update, so no create can slip in between.
-        version = (await store.bump_versions(session, [user_id]))[user_id]
-        await store.mark_all_read(session, user_id)
-    await _publish(broker, [count_event(user_id, version, 0, time.time())])
-    return 0
+        badge = await store.mark_all_read(session, user_id)
+    await _publish(broker, [count_event(user_id, badge.version, badge.unread, time.time())])
+    return badge.unread
 
 
 async def list_notifications(
@@ -424,15 +411,15 @@ async def snapshots(db: Database, *, user_ids: list[str], size: int) -> dict[str
     """
     async with db.begin() as session:
         await store.use_snapshot_isolation(session)
-        versions = await store.current_versions(session, user_ids)
+        badges = await store.badges(session, user_ids)
         newest = await store.newest_notifications(session, user_ids, size)
-        counts = await store.unread_counts(session, user_ids)
     frames: dict[str, list[Event]] = {}
     for user_id in user_ids:
         items = [item_payload(NotificationItem.model_validate(row)) for row in newest[user_id]]
+        badge = badges[user_id]
         frames[user_id] = [
-            Event(user_id, versions[user_id], SNAPSHOT, encode_frame(SNAPSHOT, items)),
-            count_event(user_id, versions[user_id], counts[user_id]),
+            Event(user_id, badge.version, SNAPSHOT, encode_frame(SNAPSHOT, items)),
+            count_event(user_id, badge.version, badge.unread),
         ]
     return frames
 
