@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from campana import notifications
-from campana.api.deps import CurrentUser, Producer, ServicesDep
+from campana.api.deps import CurrentUser, Services, ServicesDep, producer_from_header
 from campana.schemas import (
     ErrorBody,
     NotificationCreate,
@@ -74,9 +74,10 @@ async def mark_all_read(services: ServicesDep, principal: CurrentUser) -> Unread
     return UnreadCount(count=count)
 
 
-# The producer call is the hot path: the body is parsed by pydantic from bytes and the
-# answer serialised once by orjson, skipping FastAPI's JSON decode and response model
-# validation. The OpenAPI document still describes both.
+# The producer call is the hot path. It takes the request alone: no dependency solving
+# (a fifth of its time), the body parsed by pydantic from bytes and the answer serialised
+# once by orjson, skipping FastAPI's JSON decode and response model validation. The
+# OpenAPI document still describes its token, header, body and answers.
 _CREATE_BODY_SCHEMA = NotificationCreate.model_json_schema(
     ref_template="#/components/schemas/{model}"
 )
@@ -90,6 +91,7 @@ _CREATE_BODY_SCHEMA.pop("$defs", None)  # NotificationType is in components alre
     responses=_errors(401, 403, 409, 422),
     summary="Create notifications (producer call)",
     openapi_extra={
+        "security": [{"HTTPBearer": []}],
         "parameters": [
             {
                 "name": "Idempotency-Key",
@@ -105,9 +107,7 @@ _CREATE_BODY_SCHEMA.pop("$defs", None)  # NotificationType is in components alre
         },
     },
 )
-async def create_notifications(
-    request: Request, services: ServicesDep, producer: Producer
-) -> Response:
+async def create_notifications(request: Request) -> Response:
     """Needs a token with the `notifications:send` scope.
 
     `user_id` creates one item and answers it; `user_ids` creates one item per user, all or
@@ -115,6 +115,8 @@ async def create_notifications(
     get `notification.created` then `unread_count.updated`. A replayed answer carries the
     header `Idempotent-Replayed: true`.
     """
+    services: Services = request.app.state.services
+    producer = await producer_from_header(services, request.headers.get("authorization"))
     try:
         body = NotificationCreate.model_validate_json(await request.body())
     except ValidationError as error:
