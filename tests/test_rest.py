@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .conftest import JWT_SECRET, Server, ServerPool
+from .conftest import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 
@@ -115,6 +116,45 @@ async def test_plain_user_token_cannot_create_403(api: Server, user: str, rows: 
     assert answer.status_code == 403
     assert answer.json()["error"] == "forbidden"
     assert await rows(api, user) == []
+
+
+async def test_producer_call_answers_alike_from_a_server_and_from_a_browser(
+    api: Server, user: str, rows: Any
+) -> None:
+    """The producer call has a short road (no ``Origin``) and the full one (a browser's,
+    for CORS): the same statuses, bodies and headers, and CORS only on the second."""
+    browser = {"Origin": ALLOWED_ORIGIN}
+    cases: list[tuple[dict[str, str], dict[str, Any] | str]] = [
+        (api.producer, body(user)),
+        ({}, body(user)),
+        ({"Authorization": "Basic abc"}, body(user)),
+        (api.auth(user), body(user)),
+        (api.producer, body(user, link_url="javascript:alert(1)")),
+        (api.producer, "{not json"),
+        (api.producer, body(user, user_ids=[user])),
+    ]
+    for headers, payload in cases:
+        answers = []
+        for origin in ({}, browser):
+            sent = {**headers, **origin, "Content-Type": "application/json"}
+            content = payload if isinstance(payload, str) else json.dumps(payload)
+            answers.append(await api.http.post(NOTIFICATIONS, content=content, headers=sent))
+        plain, cors = answers
+        assert plain.status_code == cors.status_code, (headers, payload)
+        if plain.status_code == 201:
+            assert plain.json().keys() == cors.json().keys()
+        else:
+            assert plain.json() == cors.json()
+        assert plain.headers.get("www-authenticate") == cors.headers.get("www-authenticate")
+        assert plain.headers["content-type"] == cors.headers["content-type"] == "application/json"
+        assert "access-control-allow-origin" not in plain.headers
+        assert cors.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    statuses = [
+        (await api.http.post(NOTIFICATIONS, content="{}", headers=headers)).status_code
+        for headers, _ in cases[:4]
+    ]
+    assert statuses == [422, 401, 401, 403]
+    assert len(await rows(api, user)) == 2
 
 
 # Mark read
