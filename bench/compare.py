@@ -381,8 +381,10 @@ class Report:
     usage: list[Usage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, system: str, metric: str, value: float) -> None:
-        self.figures.setdefault(system, {})[metric] = value
+    def add(self, system: str, metric: str, value: float, *, sum_up: bool = False) -> None:
+        """Record a figure; ``sum_up`` adds to what the metric already holds."""
+        figures = self.figures.setdefault(system, {})
+        figures[metric] = figures.get(metric, 0.0) + value if sum_up else value
 
     def stand_in(self, system: str, metric: str, source: str) -> None:
         """A figure the system cannot produce, shown with the one it stands for."""
@@ -422,11 +424,28 @@ async def step(
         )
 
 
-async def open_tabs(system: System, port: int, users: list[str]) -> list[ClientConnection]:
+async def open_tabs(
+    system: System, port: int, users: list[str], receipts: Receipts, report: Report
+) -> list[ClientConnection]:
+    """Open tabs 250 at a time, each batch read from as soon as it is open.
+
+    Reading at once matters: Engine.IO closes a tab that leaves its pings unanswered
+    while thousands more are opening. A tab that fails to open is counted, not fatal.
+    """
     tabs: list[ClientConnection] = []
+    failures: Counter[str] = Counter()
     for start in range(0, len(users), 250):
         batch = users[start : start + 250]
-        tabs += await asyncio.gather(*(system.open_tab(dial_websockets, port, u) for u in batch))
+        opened = await asyncio.gather(
+            *(system.open_tab(dial_websockets, port, u) for u in batch), return_exceptions=True
+        )
+        good = [tab for tab in opened if not isinstance(tab, BaseException)]
+        failures.update(repr(tab)[:80] for tab in opened if isinstance(tab, BaseException))
+        receipts.follow(good)
+        tabs += good
+    report.add(system.name, "tabs that failed to open: failed", sum(failures.values()), sum_up=True)
+    if failures:
+        print(f"{system.name}: tabs that failed to open: {dict(failures)}", file=sys.stderr)
     return tabs
 
 
@@ -534,15 +553,12 @@ async def measure_one_instance(
             base = rss_bytes(server.pid)
             async with step(report, system, "memory", [server], profiler):
                 for size in args.sizes:
-                    opened = await open_tabs(system, port, users[len(tabs) : size])
-                    receipts.follow(opened)
-                    tabs += opened
+                    tabs += await open_tabs(system, port, users[len(tabs) : size], receipts, report)
                     await asyncio.sleep(1.0)
                     per_socket = (rss_bytes(server.pid) - base) / size / 1024
                     report.add(system.name, f"memory per socket at {size} (KiB)", per_socket)
         else:
-            tabs = await open_tabs(system, port, users)
-            receipts.follow(tabs)
+            tabs = await open_tabs(system, port, users, receipts, report)
         if "fanout" in scenarios:
             await fan_out(report, system, [server], receipts, users, args, profiler)
         if "broadcast" in scenarios:
@@ -648,9 +664,7 @@ async def measure_two_instances(
         for server in servers:  # one after the other: the alternative creates its table
             await server.start()
         for server, half in zip(servers, (users[0::2], users[1::2]), strict=True):
-            opened = await open_tabs(system, server.port, half)
-            receipts.follow(opened)
-            tabs += opened
+            tabs += await open_tabs(system, server.port, half, receipts, report)
         await fan_out(report, system, servers, receipts, users, args, profiler, cross=True)
     finally:
         await asyncio.gather(*(server.stop() for server in servers))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -179,15 +180,52 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
 async def test_concurrent_creates_share_transactions(
     servers: ServerPool, user: str, database: str
 ) -> None:
-    """Seen by an operator in the batch size histogram (of a process: the registry is its own)."""
+    """Seen by an operator in the batch size histogram (of a process: the registry is its own).
+
+    The test holds the database's write lock, so that the first create keeps the writer
+    waiting while the 50 others arrive: they must then share a transaction or a few.
+    """
     api = await servers.get(database, "process")
+    first = f"{user}-first"
+    await api.send(first, "has a version row to lock")
     rows_before, batches_before = batch_totals((await api.http.get("/metrics")).text)
 
-    await asyncio.gather(*(api.send(f"{user}-{i % 5}", f"n{i}") for i in range(50)))
+    async with holding_writes(api, first):
+        waiting = asyncio.create_task(api.send(first, "waits for the lock"))
+        await asyncio.sleep(0.2)
+        others = asyncio.gather(*(api.send(f"{user}-{i % 5}", f"n{i}") for i in range(50)))
+        await asyncio.sleep(1.0)
+    await asyncio.gather(waiting, others)
 
     rows_after, batches_after = batch_totals((await api.http.get("/metrics")).text)
-    assert rows_after - rows_before == 50
-    assert batches_after - batches_before < 50
+    assert rows_after - rows_before == 51
+    assert batches_after - batches_before <= 5
+
+
+@contextlib.asynccontextmanager
+async def holding_writes(server: Server, user_id: str) -> AsyncIterator[None]:
+    """Hold what a create of ``user_id`` must wait for: its row lock, or SQLite's write lock."""
+    url = server.settings.resolved_database_url
+    if server.database == "sqlite":
+        path = url.split(":///", 1)[1]
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("COMMIT")
+            connection.close()
+        return
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as held:
+            await held.execute(
+                text("SELECT version FROM user_versions WHERE user_id = :u FOR UPDATE"),
+                {"u": user_id},
+            )
+            yield
+    finally:
+        await engine.dispose()
 
 
 async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_unread_rows(
