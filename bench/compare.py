@@ -754,6 +754,8 @@ async def main(args: argparse.Namespace) -> None:
                 if metric.startswith("fan-out"):
                     report.stand_in(name, CROSS + metric, metric)
         gc.collect()  # between systems, where no one is timing
+    if "fanout" in args.scenarios:
+        report.notes.append(await commit_floor(args.rate))
     print(table(report))
     print("\nCPU during each step (share of one core; the machine has two):\n")
     print(usage_table(report))
@@ -761,6 +763,36 @@ async def main(args: argparse.Namespace) -> None:
         print("\n" + "\n".join(f"- {note}" for note in report.notes))
     if profiler is not None:
         print(f"\nProfiles of Campana's processes: {args.profile}/*-summary.txt")
+
+
+async def commit_floor(rate: float, commits: int = 2000) -> str:
+    """The latency of a durable write on this PostgreSQL, the floor of any create-to-receipt.
+
+    One-row INSERT and COMMIT, one after another at ``rate`` per second at most, on the
+    same database and with the same ``synchronous_commit`` as the systems: a create
+    stored before it is announced can reach no socket sooner.
+    """
+    import asyncpg
+
+    await ensure_database(fresh=True)
+    connection = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
+    try:
+        await connection.execute("CREATE TABLE floor (id uuid PRIMARY KEY, at timestamptz)")
+        latencies: list[float] = []
+        begin = time.perf_counter()
+        for i in range(commits):
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            started = time.perf_counter()
+            async with connection.transaction():
+                await connection.execute("INSERT INTO floor VALUES ($1, now())", uuid.uuid4())
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await connection.close()
+    return (
+        f"PostgreSQL alone, one-row INSERT + COMMIT at {rate:g}/s ({commits} commits): "
+        f"p50 {statistics.median(latencies) * 1000:.2f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms, max {max(latencies) * 1000:.2f} ms"
+    )
 
 
 def name_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:

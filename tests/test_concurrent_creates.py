@@ -231,23 +231,28 @@ async def holding_writes(server: Server, user_id: str) -> AsyncIterator[None]:
 async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_unread_rows(
     api: Server, user: str, rows: Any
 ) -> None:
-    """Every change takes the user's row first: none deadlocks, and the count stays exact.
+    """Every change takes the user's row first: none deadlocks, and the count stays exact,
+    in the database and on the user's socket.
 
-    Reading one item locks that item and then the user; reading all locks the user and
-    then the items. Taken in different orders, the two would deadlock under this race.
+    Had reading one item locked the item before the user, while reading all locks the user
+    before the items, the two would deadlock under this race (they once did: a 500).
     """
     items = [await api.send(user, f"old {i}") for i in range(20)]
-    read_all = api.http.post(f"{NOTIFICATIONS}read-all", headers=api.auth(user))
-    reads: list[Awaitable[httpx.Response]] = [
-        *(api.mark_read(user, item["id"]) for item in items[::2]),
-        read_all,
-        *(api.mark_read(user, item["id"]) for item in items[1::2]),
-    ]
-    answers, _ = await asyncio.gather(
-        asyncio.gather(*reads), asyncio.gather(*(api.send(user, f"new {i}") for i in range(10)))
-    )
+    async with api.connect(user) as tab:
+        await tab.start()
+        read_all = api.http.post(f"{NOTIFICATIONS}read-all", headers=api.auth(user))
+        reads: list[Awaitable[httpx.Response]] = [
+            *(api.mark_read(user, item["id"]) for item in items[::2]),
+            read_all,
+            *(api.mark_read(user, item["id"]) for item in items[1::2]),
+        ]
+        creates = asyncio.gather(*(api.send(user, f"new {i}") for i in range(10)))
+        answers, _ = await asyncio.gather(asyncio.gather(*reads), creates)
+        await tab.quiet_for(0.5)
     for answer in answers:
         assert answer.status_code == 200, answer.text
     unread = [row for row in await rows(api, user) if not row["is_read"]]
     assert {row["message"] for row in unread} <= {f"new {i}" for i in range(10)}
     assert await api.unread_count(user) == len(unread)
+    counts = [f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"]
+    assert counts[-1] == len(unread)

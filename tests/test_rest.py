@@ -6,10 +6,14 @@ import asyncio
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from campana.api import rest
 
 from .conftest import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
@@ -102,13 +106,31 @@ async def test_unread_count_counts_only_the_callers_unread(api: Server, user: st
     ],
 )
 async def test_bad_credentials_are_401_with_www_authenticate(
-    api: Server, authorization: str | None
+    api: Server, user: str, rows: Any, authorization: str | None
 ) -> None:
+    """On a user's call and on the producer call, which reads its token on a road of its own."""
     headers = {"Authorization": authorization} if authorization else {}
-    answer = await api.http.get("/api/v1/notifications/unread-count", headers=headers)
-    assert answer.status_code == 401
-    assert answer.headers["www-authenticate"] == "Bearer"
-    assert answer.json()["error"] == "unauthorized"
+    answers = [
+        await api.http.get("/api/v1/notifications/unread-count", headers=headers),
+        await api.http.post(NOTIFICATIONS, json=body(user), headers=headers),
+    ]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.json()["error"] == "unauthorized"
+    assert await rows(api, user) == []
+
+
+async def test_a_token_is_read_as_http_bearer_reads_it(api: Server, user: str) -> None:
+    """Scheme in any case, spaces before the token ignored, on every call."""
+    token = api.producer["Authorization"].removeprefix("Bearer ")
+    for authorization in (f"bearer {token}", f"Bearer  {token}"):
+        headers = {"Authorization": authorization}
+        answer = await api.http.post(NOTIFICATIONS, json=body(user), headers=headers)
+        assert answer.status_code == 201, answer.text
+        count = await api.http.get("/api/v1/notifications/unread-count", headers=headers)
+        assert count.status_code == 200, count.text
+    assert await api.unread_count(user) == 2
 
 
 async def test_plain_user_token_cannot_create_403(api: Server, user: str, rows: Any) -> None:
@@ -157,6 +179,42 @@ async def test_producer_call_answers_alike_from_a_server_and_from_a_browser(
     assert len(await rows(api, user)) == 2
 
 
+async def test_producer_calls_without_an_origin_take_the_short_road() -> None:
+    """``ProducerCalls`` answers a server's call itself and hands a browser's (with an
+    ``Origin``) and every other request to the framework."""
+    reached: list[str] = []
+
+    async def framework(scope: Scope, _receive: Receive, _send: Send) -> None:
+        reached.append(f"{scope['method']} {scope['path']}")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    road = rest.ProducerCalls(framework)
+    app = SimpleNamespace(state=SimpleNamespace(services=None))
+    for method, path, headers in [
+        ("POST", NOTIFICATIONS, []),
+        ("POST", NOTIFICATIONS, [(b"origin", ALLOWED_ORIGIN.encode())]),
+        ("GET", NOTIFICATIONS, []),
+        ("POST", "/api/v1/notifications/read-all", []),
+    ]:
+        scope = {"type": "http", "method": method, "path": path, "headers": headers, "app": app}
+        await road(scope, receive, send)
+
+    assert reached == [
+        f"POST {NOTIFICATIONS}",
+        f"GET {NOTIFICATIONS}",
+        "POST /api/v1/notifications/read-all",
+    ]
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 401  # answered on the short road: no token
+
+
 # Mark read
 
 
@@ -171,6 +229,7 @@ async def test_mark_read_answers_the_updated_item_and_again_unchanged(
     assert again.status_code == 200
     assert again.json() == {**item, "is_read": True}
     assert [row["is_read"] for row in await rows(api, user)] == [True]
+    assert await api.unread_count(user) == 0
 
 
 async def test_mark_read_of_another_users_notification_is_404_and_changes_nothing(
@@ -182,6 +241,7 @@ async def test_mark_read_of_another_users_notification_is_404_and_changes_nothin
     assert answer.status_code == 404
     assert answer.json() == {"error": "not_found", "detail": "notification not found"}
     assert [row["is_read"] for row in await rows(api, owner)] == [False]
+    assert await api.unread_count(owner) == 1
 
 
 async def test_mark_read_of_unknown_id_is_404(api: Server, user: str) -> None:
@@ -289,6 +349,7 @@ async def test_failed_multi_user_create_creates_none(api: Server, user: str, row
     assert answer.status_code == 422
     for recipient in good:
         assert await rows(api, recipient) == []
+        assert await api.unread_count(recipient) == 0
 
 
 async def test_more_recipients_than_allowed_is_422_and_writes_nothing(
@@ -355,6 +416,7 @@ async def test_concurrent_retries_with_one_key_create_once(
     assert {a.status_code for a in answers} == {201}
     assert len({a.json()["id"] for a in answers}) == 1
     assert len(await rows(api, user)) == 1
+    assert await api.unread_count(user) == 1
 
 
 async def test_header_and_body_keys_that_differ_are_422(api: Server, user: str) -> None:

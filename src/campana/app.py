@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,10 +16,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from campana import __version__, metrics, notifications, store
-from campana.api import operations, rest
+from campana import __version__, notifications, store
+from campana.api import errors, operations, rest
 from campana.api.deps import Services
 from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
@@ -110,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Idempotent-Replayed"],
     )
     app.add_middleware(RequestMetrics)
-    app.add_middleware(ProducerCalls)
+    app.add_middleware(rest.ProducerCalls)
     app.include_router(rest.router)
     app.include_router(operations.router)
     _serve_demo(app)
@@ -148,53 +146,23 @@ def create_app_from_environment() -> FastAPI:
     return app
 
 
-def _domain_error(error: CampanaError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
-    return JSONResponse(
-        {"error": error.code, "detail": error.message},
-        status_code=error.status_code,
-        headers=headers,
-    )
-
-
-def _invalid_request(error: RequestValidationError) -> JSONResponse:
-    problems = [_describe(problem) for problem in error.errors()]
-    return JSONResponse({"error": "validation_failed", "detail": "; ".join(problems)}, 422)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CampanaError)
     async def _on_domain_error(_request: Request, error: CampanaError) -> JSONResponse:
-        return _domain_error(error)
+        return errors.domain_error(error)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return _invalid_request(error)
+        return errors.invalid_request(error)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": _HTTP_CODES.get(error.status_code, "http_error"), "detail": error.detail},
-            status_code=error.status_code,
-            headers=error.headers,
-        )
+    async def _on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return errors.http_error(error)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _error: Exception) -> JSONResponse:
         # Logged by the server with its traceback; the client learns nothing internal.
         return JSONResponse({"error": "internal_error", "detail": "internal error"}, 500)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
-
-
-def _describe(problem: dict[str, object]) -> str:
-    """``body.link_url: ...``: where and what, never the offending value itself."""
-    location = problem.get("loc") or ()
-    assert isinstance(location, (tuple, list))
-    path = ".".join(str(part) for part in location)
-    message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{path}: {message}" if path else message
 
 
 async def _purge_idempotency_keys(services: Services) -> None:
@@ -205,45 +173,3 @@ async def _purge_idempotency_keys(services: Services) -> None:
         except Exception:
             logger.exception("purging old idempotency keys failed; will try again")
         await asyncio.sleep(IDEMPOTENCY_PURGE_PERIOD_SECONDS)
-
-
-class ProducerCalls:
-    """Serves the producer call past the framework's layers: it is the hot path.
-
-    ``POST /api/v1/notifications/`` goes straight to its endpoint, which takes the request
-    alone; routing, exception and exit-stack middleware, CORS and the metrics wrapper cost
-    more than a fifth of a create. The answers are the same: errors are rendered by the
-    app's own handlers, anything unexpected reaches the server's 500 handler, and the
-    request is timed under its route. A browser's call (with an ``Origin``) takes the full
-    road, for CORS.
-    """
-
-    PATH = "/api/v1/notifications/"
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] != self.PATH
-            or any(name == b"origin" for name, _ in scope["headers"])
-        ):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        try:
-            try:
-                response = await rest.create_notifications(Request(scope, receive))
-            except CampanaError as error:
-                response = _domain_error(error)
-            except RequestValidationError as error:
-                response = _invalid_request(error)
-            status = response.status_code
-            await response(scope, receive, send)
-        finally:
-            metrics.request_latency.labels("POST", self.PATH, str(status)).observe(
-                time.perf_counter() - started
-            )

@@ -59,7 +59,7 @@ class Notification(Base):
     __table_args__ = (
         # List and snapshot: one user's items, newest first, ties by id.
         Index("ix_notifications_user_newest", "user_id", text("created_at DESC"), text("id DESC")),
-        # Unread count: only unread rows are indexed, so the count costs what is unread.
+        # Read-all: only unread rows are indexed, so it finds what it changes.
         Index(
             "ix_notifications_user_unread",
             "user_id",
@@ -82,6 +82,9 @@ class UserVersion(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     unread: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+    # Room in each page for in-place (HOT) updates of these ever-rewritten rows.
+    __table_args__ = ({"postgresql_with": {"fillfactor": 50}},)
 
 
 class IdempotencyRecord(Base):

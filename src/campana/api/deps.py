@@ -56,15 +56,17 @@ CurrentUser = Annotated[Principal, Depends(current_principal)]
 async def producer_from_header(services: Services, authorization: str | None) -> Principal:
     """The producer call's caller, read without dependency injection (its hot path).
 
-    The header is read as ``HTTPBearer`` reads it: scheme, one space, credentials.
+    The header is read as ``HTTPBearer`` reads it: scheme, a space, then the credentials
+    without surrounding whitespace.
     """
     scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
         raise InvalidToken("missing bearer token")
-    return must_send(await services.verifier.verify(credentials))
+    return _must_send(await services.verifier.verify(credentials))
 
 
-def must_send(principal: Principal) -> Principal:
+def _must_send(principal: Principal) -> Principal:
     if not principal.can_send:
         raise MissingScope(f"this call needs a token with the {SEND_SCOPE!r} scope")
     return principal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -9,9 +10,13 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from campana import notifications
-from campana.api.deps import CurrentUser, Services, ServicesDep, producer_from_header
+from campana import metrics, notifications
+from campana.api import errors
+from campana.api.deps import CurrentUser, ServicesDep, get_services, producer_from_header
+from campana.errors import CampanaError
 from campana.schemas import (
     ErrorBody,
     NotificationCreate,
@@ -115,7 +120,7 @@ async def create_notifications(request: Request) -> Response:
     get `notification.created` then `unread_count.updated`. A replayed answer carries the
     header `Idempotent-Replayed: true`.
     """
-    services: Services = request.app.state.services
+    services = await get_services(request)
     producer = await producer_from_header(services, request.headers.get("authorization"))
     try:
         body = NotificationCreate.model_validate_json(await request.body())
@@ -138,3 +143,47 @@ async def create_notifications(request: Request) -> Response:
         media_type="application/json",
         headers={"Idempotent-Replayed": "true"} if created.replayed else None,
     )
+
+
+class ProducerCalls:
+    """Serves the producer call past the framework's layers: it is the hot path.
+
+    ``POST /api/v1/notifications/`` goes straight to its endpoint, which takes the request
+    alone; routing, exception and exit-stack middleware, CORS and the metrics wrapper cost
+    more than a fifth of a create. The answers are the same: errors are rendered as the
+    app's handlers render them, anything unexpected reaches the server's 500 handler, and
+    the request is timed under its route. A browser's call (with an ``Origin``) takes the
+    full road, for CORS.
+    """
+
+    PATH = f"{router.prefix}/"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != scope.get("root_path", "") + self.PATH
+            or any(name == b"origin" for name, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response = await create_notifications(Request(scope, receive))
+            except CampanaError as error:
+                response = errors.domain_error(error)
+            except RequestValidationError as error:
+                response = errors.invalid_request(error)
+            except HTTPException as error:
+                response = errors.http_error(error)
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            metrics.request_latency.labels("POST", self.PATH, str(status)).observe(
+                time.perf_counter() - started
+            )
