@@ -34,6 +34,7 @@ from campana.schemas import (
     created_event,
     encode_frame,
     item_payload,
+    item_payloads,
     read_event,
 )
 
@@ -413,9 +414,11 @@ async def snapshots(db: Database, *, user_ids: list[str], size: int) -> dict[str
         await store.use_snapshot_isolation(session)
         badges = await store.badges(session, user_ids)
         newest = await store.newest_notifications(session, user_ids, size)
+    # Every row of the batch goes through pydantic in one call, then back to its user.
+    payloads = iter(item_payloads([row for user_id in user_ids for row in newest[user_id]]))
     frames: dict[str, list[Event]] = {}
     for user_id in user_ids:
-        items = [item_payload(NotificationItem.model_validate(row)) for row in newest[user_id]]
+        items = list(itertools.islice(payloads, len(newest[user_id])))
         badge = badges[user_id]
         frames[user_id] = [
             Event(user_id, badge.version, SNAPSHOT, encode_frame(SNAPSHOT, items)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -16,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     model_validator,
 )
 
@@ -177,6 +179,16 @@ ItemPayload = dict[str, Any]  # a NotificationItem as JSON-ready values
 
 def item_payload(item: NotificationItem) -> ItemPayload:
     return item.model_dump(mode="json")
+
+
+_ITEMS: TypeAdapter[list[NotificationItem]] = TypeAdapter(list[NotificationItem])
+
+
+def item_payloads(rows: Sequence[Any]) -> list[ItemPayload]:
+    """``item_payload`` of many rows (objects with the item's attributes) in two calls."""
+    items = _ITEMS.validate_python(rows, from_attributes=True)
+    payloads: list[ItemPayload] = _ITEMS.dump_python(items, mode="json")
+    return payloads
 
 
 @dataclass(frozen=True, slots=True)
