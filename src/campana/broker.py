@@ -221,7 +221,8 @@ class RedisBroker:
         is away.
         """
         if self._deliver is not None:
-            self._deliver(events)
+            # Right after this call, not within it: its caller need not wait for the writes.
+            asyncio.get_running_loop().call_soon(self._deliver, events)
         origin = self._origin
         by_user: dict[str, list[Event]] = {}
         for event in events:
