@@ -221,8 +221,7 @@ class RedisBroker:
         is away.
         """
         if self._deliver is not None:
-            # Right after this call, not within it: its caller need not wait for the writes.
-            asyncio.get_running_loop().call_soon(self._deliver, events)
+            self._deliver(events)
         origin = self._origin
         by_user: dict[str, list[Event]] = {}
         for event in events:
