@@ -90,31 +90,19 @@ CHANNEL_PREFIX = "campana:user:"
 # message for a broadcast, and each process keeps the events of its own users.
 BATCH_CHANNEL = b"campana:batch"
 BATCH_MIN_USERS = 256
-ORIGIN = "origin"  # the name of a message's last record, which names its publisher
 BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 
 
-def encode_events(events: Sequence[Event], origin: str = "") -> bytes:
-    """One message for several events; each frame travels untouched, serialised once.
-
-    The last record names the publishing process: a record of no user, which a reader
-    that does not look for it drops with the other users' events.
-    """
+def encode_events(events: Sequence[Event]) -> bytes:
+    """One message for several events; each frame travels untouched, serialised once."""
     # Fields in the order of Event, so a record unpacks straight into one.
-    records: list[list[Any]] = [
-        [e.user_id, e.version, e.name, e.frame, e.published_at] for e in events
-    ]
-    records.append(["", 0, ORIGIN, origin, 0.0])
-    return orjson.dumps(records)
+    return orjson.dumps([[e.user_id, e.version, e.name, e.frame, e.published_at] for e in events])
 
 
-def decode_events(data: bytes, wanted: set[str], origin: str = "") -> list[Event]:
-    """The events of ``wanted`` users, unless ``origin`` published them itself."""
-    records = orjson.loads(data)
-    if origin and records and records[-1][2] == ORIGIN and records[-1][3] == origin:
-        return []  # delivered by the publishing process when it published
-    return [Event(*record) for record in records if record[0] in wanted]
+def decode_events(data: bytes, wanted: set[str]) -> list[Event]:
+    """The events of ``wanted`` users; the rest are other processes' business."""
+    return [Event(*record) for record in orjson.loads(data) if record[0] in wanted]
 
 
 def _channel(user_id: str) -> bytes:
@@ -145,8 +133,7 @@ class RedisBroker:
         )
         self._subscribe_timeout = subscribe_timeout
         # Subscribed even with no user, so the connection always has a channel to read.
-        self._origin = uuid.uuid4().hex
-        self._process_channel = f"campana:process:{self._origin}".encode()
+        self._process_channel = f"campana:process:{uuid.uuid4().hex}".encode()
         self._wanted: set[str] = set()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._to_subscribe: set[bytes] = set()
@@ -213,28 +200,19 @@ class RedisBroker:
             await pubsub.unsubscribe(_channel(user_id))
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Deliver to this process's sockets at once, then publish for the other processes.
-
-        Redis gets one message per user on the user's channel, or one for all on the batch
-        channel. This process skips its own messages when they come back: its sockets had
-        them already, in the order it published them, and keep getting them while Redis
-        is away.
-        """
-        if self._deliver is not None:
-            self._deliver(events)
-        origin = self._origin
+        """One message per user on the user's channel, or one for all on the batch channel."""
         by_user: dict[str, list[Event]] = {}
         for event in events:
             by_user.setdefault(event.user_id, []).append(event)
         if len(by_user) >= BATCH_MIN_USERS:
-            await self._publisher.publish(BATCH_CHANNEL, encode_events(events, origin))
+            await self._publisher.publish(BATCH_CHANNEL, encode_events(events))
         elif len(by_user) == 1:
             [(user_id, user_events)] = by_user.items()
-            await self._publisher.publish(_channel(user_id), encode_events(user_events, origin))
+            await self._publisher.publish(_channel(user_id), encode_events(user_events))
         else:
             async with self._publisher.pipeline(transaction=False) as pipeline:
                 for user_id, user_events in by_user.items():
-                    pipeline.publish(_channel(user_id), encode_events(user_events, origin))
+                    pipeline.publish(_channel(user_id), encode_events(user_events))
                 await pipeline.execute()
 
     async def ping(self) -> None:
@@ -285,9 +263,7 @@ class RedisBroker:
             deliver = self._deliver
             if deliver is None or channel == self._process_channel:
                 return
-            events = decode_events(message["data"], self._wanted, self._origin)
-            if events:
-                deliver(events)
+            deliver(decode_events(message["data"], self._wanted))
         elif kind == "subscribe":
             if channel == self._process_channel and self._resync_pending:
                 self._resync_pending = False

@@ -438,7 +438,4 @@ async def _publish(broker: Broker, events: Sequence[Event]) -> None:
         await broker.publish(events)
         metrics.events_published.inc(len(events))
     except Exception:
-        logger.exception(
-            "publishing %d events failed; sockets that missed them recover on reconnect",
-            len(events),
-        )
+        logger.exception("publishing %d events failed; clients recover on reconnect", len(events))
