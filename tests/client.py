@@ -3,14 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 FRAME_TIMEOUT = 10.0
+
+
+class TabView:
+    """What a browser tab shows, built from its frames as the TypeScript store builds it:
+    items merged by id (a read item stays read), and the badge from the last count."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.unread_count: int | None = None
+        self.snapshots = 0
+
+    def apply(self, frame: dict[str, Any]) -> None:
+        event, payload = frame["event"], frame["payload"]
+        if event == "snapshot":
+            self.snapshots += 1
+            for item in payload:
+                self._merge(item)
+        elif event == "notification.created":
+            self._merge(payload)
+        elif event == "notification.read" and payload["id"] in self.items:
+            self.items[payload["id"]] = {**self.items[payload["id"]], "is_read": True}
+        elif event == "unread_count.updated":
+            self.unread_count = payload["count"]
+            if payload["count"] == 0:  # read-all sends only the count
+                self.items = {i: {**item, "is_read": True} for i, item in self.items.items()}
+
+    def agrees_with(self, newest: list[dict[str, Any]], unread_count: int) -> bool:
+        """True when the tab holds each of the ``newest`` items as they are, and the badge."""
+        return self.unread_count == unread_count and all(
+            self.items.get(item["id"]) == item for item in newest
+        )
+
+    def _merge(self, item: dict[str, Any]) -> None:
+        held = self.items.get(item["id"])
+        self.items[item["id"]] = {
+            **item,
+            "is_read": item["is_read"] or bool(held and held["is_read"]),
+        }
 
 
 class Socket:
@@ -21,6 +61,8 @@ class Socket:
         self._origin = origin
         self.connection: ClientConnection | None = None
         self.received: list[dict[str, Any]] = []
+        self.view = TabView()
+        self._follower: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Socket:
         self.connection = await connect(
@@ -38,6 +80,8 @@ class Socket:
         traceback: TracebackType | None,
     ) -> None:
         assert self.connection is not None
+        if self._follower is not None:
+            self._follower.cancel()
         await self.connection.close()
 
     async def next_event(
@@ -51,6 +95,7 @@ class Socket:
             frame: dict[str, Any] = orjson.loads(raw)
             assert set(frame) == {"event", "payload"}, frame
             self.received.append(frame)
+            self.view.apply(frame)
             if keepalive or frame["event"] != "keepalive":
                 return frame
 
@@ -73,6 +118,21 @@ class Socket:
             except TimeoutError:
                 break
         return frames
+
+    def follow(self) -> None:
+        """From now on read every frame in the background, as an open tab does; ``view``
+        shows what the tab holds."""
+        self._follower = asyncio.create_task(self._read_forever())
+
+    @property
+    def is_open(self) -> bool:
+        """The socket the tab opened is still the one it has (it never reconnected)."""
+        return self.connection is not None and self.connection.state is State.OPEN
+
+    async def _read_forever(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self.next_event(timeout=3600, keepalive=True)
 
     async def send(self, data: str | bytes) -> None:
         assert self.connection is not None

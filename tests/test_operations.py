@@ -97,11 +97,12 @@ async def test_workers_on_one_port_all_reach_the_users_sockets(
             await asyncio.gather(*(tab.start() for tab in tabs))
             items = [await server.send(user, f"n{i}") for i in range(4)]
             expected = [i["id"] for i in items]
-            for frames in await asyncio.gather(*(tab.quiet_for(3.0) for tab in tabs)):
-                created = [
-                    f["payload"]["id"] for f in frames if f["event"] == "notification.created"
-                ]
-                assert created == expected, (frames, (tmp_path / "serve.log").read_text())
+            await asyncio.gather(*(tab.quiet_for(3.0) for tab in tabs))
+            for tab in tabs:
+                # Live, or inside a snapshot: a tab opened before its worker's first Redis
+                # connection has its state read again once that connection is up.
+                assert set(expected) <= set(tab.view.items), (tab.received, expected)
+                assert tab.view.unread_count == 4
         await server.http.aclose()
     finally:
         process.terminate()

@@ -7,9 +7,7 @@ import contextlib
 import random
 import signal
 import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from .client import Socket
-from .conftest import Server, ServerPool, free_port
+from .conftest import RedisServer, Server, ServerPool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,64 +132,24 @@ async def test_one_subscriber_connection_per_process_for_500_users(
         assert int(mine[0]["sub"]) >= 500
 
 
-@pytest.fixture
-async def spare_redis() -> AsyncIterator[dict[str, Any]]:
-    """A redis-server of the test's own, on a spare port, that the test may stop."""
-    port = free_port()
-    command = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-
-    def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return process
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    state: dict[str, Any] = {"url": f"redis://127.0.0.1:{port}/0", "process": start()}
-
-    def stop() -> None:
-        state["process"].terminate()
-        state["process"].wait(10)
-
-    def restart() -> None:
-        state["process"] = start()
-
-    state["stop"], state["restart"] = stop, restart
-    yield state
-    with contextlib.suppress(Exception):
-        stop()
-
-
 async def test_broker_outage_keeps_rest_working_and_the_client_catches_up(
-    servers: ServerPool, spare_redis: dict[str, Any], user: str
+    servers: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
-    server = await servers.start("postgresql", "process", redis_url=spare_redis["url"])
+    server = await servers.start("postgresql", "process", redis_url=spare_redis.url)
     async with server.connect(user) as tab:
         await tab.start()
         before = await server.send(user, "before the outage")
         assert (await tab.next_event())["payload"] == before
         assert (await tab.next_event())["payload"] == {"count": 1}
 
-        spare_redis["stop"]()
+        spare_redis.stop()
         during = await server.send(user, "during the outage")
         assert await server.unread_count(user) == 2
         ready = await server.http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["failed"] == ["broker"]
 
-        spare_redis["restart"]()
+        spare_redis.start()
         snapshot = await tab.next_event(timeout=15)
         assert snapshot["event"] == "snapshot"
         assert [item["id"] for item in snapshot["payload"]] == [during["id"], before["id"]]
@@ -266,14 +224,14 @@ async def test_sigterm_closes_every_socket_with_1012(servers: ServerPool, user: 
 
 
 async def test_an_instance_started_while_redis_is_down_serves_and_catches_up(
-    servers: ServerPool, spare_redis: dict[str, Any], user: str
+    servers: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
-    spare_redis["stop"]()
-    server = await servers.start("postgresql", "process", redis_url=spare_redis["url"])
+    spare_redis.stop()
+    server = await servers.start("postgresql", "process", redis_url=spare_redis.url)
     async with server.connect(user) as tab:
         assert await tab.start() == ([], 0)
         item = await server.send(user, "while Redis was down")
-        spare_redis["restart"]()
+        spare_redis.start()
         snapshot = await tab.next_event(timeout=15)
         assert snapshot == {"event": "snapshot", "payload": [item]}
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 1}}

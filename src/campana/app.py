@@ -25,6 +25,7 @@ from campana.auth import TokenVerifier
 from campana.broker import Broker, InProcessBroker, RedisBroker
 from campana.errors import CampanaError
 from campana.hub import Hub, SocketLimits
+from campana.publisher import Publisher
 from campana.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Services]]:
         engine = store.create_engine(settings)
+        db = store.create_sessionmaker(engine)
         broker = create_broker(settings)
+        publisher = Publisher(db, broker)
+        snapshots = notifications.SnapshotLoader(db, size=settings.snapshot_size)
         hub = Hub(
             broker,
+            snapshots,
             keepalive_seconds=settings.keepalive_seconds,
+            sweep_seconds=settings.sweep_seconds,
             limits=SocketLimits(
                 rate_per_second=settings.ws_rate_per_second,
                 burst=settings.ws_rate_burst,
@@ -68,16 +74,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 per_process=settings.max_sockets_per_process,
             ),
         )
-        db = store.create_sessionmaker(engine)
-        creates = notifications.CreateBatcher(db, broker, max_recipients=settings.max_recipients)
+        creates = notifications.CreateBatcher(db, publisher, max_recipients=settings.max_recipients)
         services = Services(
             settings=settings,
             engine=engine,
             db=db,
             broker=broker,
+            publisher=publisher,
             hub=hub,
             creates=creates,
-            snapshots=notifications.SnapshotLoader(db, size=settings.snapshot_size),
+            snapshots=snapshots,
             verifier=TokenVerifier(settings),
         )
         app.state.services = services
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purge.cancel()
             # Before the hub closes the broker: what is still queued is written and published.
             await creates.close()
+            await publisher.close()
             await hub.close(settings.shutdown_grace_seconds)
             await engine.dispose()
 

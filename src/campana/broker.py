@@ -20,7 +20,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from campana import metrics
 from campana.schemas import Event
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Events of one publish, in order; a user's events stay in version order.
 Deliver = Callable[[Sequence[Event]], None]
 Resync = Callable[[], None]
+
+
+class BrokerTimeout(Exception):
+    """The broker did not answer a publish in time: it may hang, or be slow to recover."""
 
 
 class Broker(Protocol):
@@ -48,7 +53,11 @@ class Broker(Protocol):
     async def unsubscribe(self, user_id: str) -> None: ...
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Send events, already serialised, to every process subscribed to their user."""
+        """Send events, already serialised, to every process subscribed to their user.
+
+        Raises ``BrokerTimeout`` if the broker does not answer in time, and any other
+        exception if it cannot be reached.
+        """
 
     async def ping(self) -> None:
         """Raise unless the broker is reachable (readiness)."""
@@ -90,6 +99,7 @@ CHANNEL_PREFIX = "campana:user:"
 # message for a broadcast, and each process keeps the events of its own users.
 BATCH_CHANNEL = b"campana:batch"
 BATCH_MIN_USERS = 256
+PUBLISH_TIMEOUT_SECONDS = 5.0
 BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 
@@ -120,8 +130,16 @@ class RedisBroker:
 
     def __init__(self, url: str, *, subscribe_timeout: float = 5.0) -> None:
         no_retry = Retry(NoBackoff(), 0)
+        # A pooled connection that Redis closed (a restart while nothing was published)
+        # fails on its next use: that one call is retried once on a new connection. A
+        # timeout is not retried: Redis may have taken the message, and a hung Redis would
+        # only make the caller wait twice. A duplicate is harmless (sockets drop versions
+        # they have); a message that still fails marks its users stale (publisher.py).
         self._publisher: Redis = Redis.from_url(
-            url, retry=no_retry, socket_connect_timeout=2, socket_timeout=5
+            url,
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            socket_connect_timeout=2,
+            socket_timeout=PUBLISH_TIMEOUT_SECONDS,
         )
         # The subscriber waits for messages indefinitely: no read timeout on it.
         self._subscriber: Redis = Redis.from_url(
@@ -201,6 +219,12 @@ class RedisBroker:
 
     async def publish(self, events: Sequence[Event]) -> None:
         """One message per user on the user's channel, or one for all on the batch channel."""
+        try:
+            await self._publish(events)
+        except RedisTimeout as error:
+            raise BrokerTimeout() from error
+
+    async def _publish(self, events: Sequence[Event]) -> None:
         by_user: dict[str, list[Event]] = {}
         for event in events:
             by_user.setdefault(event.user_id, []).append(event)

@@ -43,3 +43,14 @@ class IdempotencyConflict(CampanaError):
 class InvalidRequest(CampanaError):
     status_code = 422
     code = "validation_failed"
+
+
+class DatabaseUnavailable(CampanaError):
+    """The database could not be reached or did not answer in time: nothing was changed
+    that the caller does not see (a create is retried safely with its idempotency key)."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the database is not reachable right now; try again shortly")

@@ -1,16 +1,22 @@
-"""This process's sockets: attach, detach, fan-out, keepalive, expiry and limits.
+"""This process's sockets: attach, detach, fan-out, keepalive, expiry, limits and catch-up.
 
-The hub never touches the database: a socket's first frames are loaded by a callable the
-caller hands in, after the hub has subscribed the user, which is what closes the gap
-between snapshot and live events. Nor does it hold a task per socket: an event is
-encoded into a WebSocket frame once and written to each socket's transport directly; a
-socket queues only while its transport is paused or its first frames are not out yet.
+The hub never touches the database: a socket's state (snapshot and count) comes from a
+``SnapshotSource`` handed in once, read after the hub has subscribed the user, which is
+what closes the gap between snapshot and live events. Nor does it hold a task per socket:
+an event is encoded into a WebSocket frame once and written to each socket's transport
+directly; a socket queues only while its transport is paused or its state is loading.
+
+Every change of a user carries the next number of the user's version, and each socket
+knows the version it holds, so the hub drops what a socket has already, notices what it
+missed (a gap in the numbers, a notice that the user moved on, or the periodic sweep that
+compares every socket with the database) and reloads that socket's state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 import struct
@@ -22,7 +28,7 @@ from typing import Protocol
 
 from campana import metrics
 from campana.broker import Broker
-from campana.schemas import KEEPALIVE, KEEPALIVE_FRAME, Event
+from campana.schemas import KEEPALIVE, KEEPALIVE_FRAME, SNAPSHOT, USER_VERSION, Event
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +45,13 @@ CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 
 KEEPALIVE_SLICES = 25
-RESYNC_CONCURRENCY = 16
-
-LoadFirstFrames = Callable[[], Awaitable[list[Event]]]
+# Two instances that change one user at once may publish in the opposite order of their
+# commits; the later version then arrives first. A socket that sees a version missing
+# holds what follows this long for it before it reloads its state instead.
+GAP_WAIT_SECONDS = 0.5
+# The sweep reads versions that may be ahead only because their events are on their way;
+# it reloads a socket that is still behind them this much later.
+SWEEP_GRACE_SECONDS = 1.0
 
 
 def text_frame(text: str) -> bytes:
@@ -69,6 +79,17 @@ class Socket(Protocol):
 
     def close_with(self, code: int) -> None:
         """Send a close frame with ``code`` and let the socket go."""
+
+
+class SnapshotSource(Protocol):
+    """Where a socket's state comes from (``notifications.SnapshotLoader``)."""
+
+    def load(self, user_id: str) -> Awaitable[list[Event]]:
+        """``snapshot`` then ``unread_count.updated``, both at the version read, which is
+        at least the version of every change committed before the call."""
+
+    async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's current version, in one query."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +125,51 @@ class _TokenBucket:
 _slots = itertools.count()
 
 
+class Phase(enum.Enum):
+    LOADING = "loading"  # the socket's state is being read; events queue behind it
+    LIVE = "live"  # events go out as they come
+    WAITING = "waiting"  # a version is missing; later events wait a moment for it
+    CLOSED = "closed"  # closing or gone; nothing more is sent
+
+
+class _Verdict(enum.Enum):
+    SEND = "send"
+    HELD = "held"  # the socket has it already
+    GAP = "gap"  # a version before it is missing
+    BEHIND = "behind"  # a notice says the user is past what the socket holds
+
+
+# Connection asks the hub for its state again, saying why (a metrics label).
+RequestReload = Callable[["Connection", str], None]
+
+
 class Connection:
     """One open socket of a user, as the hub sees it.
 
-    Frames go straight to the transport. They queue only until the first frames
-    (snapshot, count) are out, or while the transport is paused; a socket whose queue
+    Frames go straight to the transport. They queue while the socket's state loads, while
+    a missing version is awaited, or while the transport is paused; a socket whose queue
     is full is closed with 1013, and its snapshot restores the state when it reconnects.
-    A count event whose version is not newer than the last count sent is stale and
-    dropped, so the badge never moves backwards, whatever order events arrive in.
+
+    ``_version`` is the version of the state the tab holds (its last snapshot or count);
+    ``_top`` the newest version it was sent, which only runs ahead of ``_version`` between
+    the events of one change and their count. An event not newer than ``_version`` is one
+    the tab has: dropped, so neither a duplicate nor a late count moves the badge back. An
+    event more than one past ``_top`` means one went missing.
     """
 
     __slots__ = (
+        "_behind",
         "_bucket",
-        "_closing",
         "_expiry",
-        "_last_count_version",
+        "_gap_timer",
+        "_phase",
         "_queue",
         "_queue_size",
-        "_started",
+        "_reload_again",
+        "_request_reload",
+        "_top",
+        "_version",
         "keepalive_slot",
-        "load_first_frames",
         "socket",
         "user_id",
     )
@@ -132,19 +178,24 @@ class Connection:
         self,
         socket: Socket,
         user_id: str,
-        load_first_frames: LoadFirstFrames,
         limits: SocketLimits,
         expires_at: float,
+        request_reload: RequestReload,
     ) -> None:
         self.socket = socket
         self.user_id = user_id
-        self.load_first_frames = load_first_frames
+        self._request_reload = request_reload
         self._queue: deque[Event] = deque()
         self._queue_size = limits.send_queue_size
         self._bucket = _TokenBucket(limits.rate_per_second, limits.burst)
-        self._started = False
-        self._closing = False
-        self._last_count_version = -1
+        self._phase = Phase.LOADING
+        self._version = -1
+        self._top = -1
+        # True once events went out past a missing version (its reload failed): the tab may
+        # lack something its version does not show, so the next sweep reloads it.
+        self._behind = False
+        self._reload_again = False
+        self._gap_timer: asyncio.TimerHandle | None = None
         self._expiry = asyncio.get_running_loop().call_later(
             max(0.0, expires_at - time.time()), self.close, CLOSE_TOKEN_REFUSED
         )
@@ -152,54 +203,106 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self._closing
+        return self._phase is Phase.CLOSED
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def version(self) -> int:
+        """The version of the state the tab holds; -1 before its first snapshot."""
+        return self._version
 
     def push(self, event: Event, frame: bytes | None = None) -> int:
         """Send ``event`` (``frame`` is its encoding, shared by every socket) or queue it.
 
-        Returns how many frames reached the transport now: 0 or 1.
+        Returns how many frames reached the transport now.
         """
-        if self._closing:
+        if self._phase is Phase.CLOSED:
             return 0
-        if self._queue or not self._started or not self.socket.writable:
-            if len(self._queue) >= self._queue_size:
-                metrics.send_queue_overflows.inc()
-                self.close(CLOSE_TRY_AGAIN_LATER)
-                return 0
-            self._queue.append(event)
-            return 0
-        return self._send(event, frame)
+        if self._phase is not Phase.LIVE or self._queue or not self.socket.writable:
+            return self._enqueue(event)
+        return self._offer(event, frame)
 
     def push_all(self, events: list[Event], frames: list[bytes]) -> int:
         """``push`` each event, in one write when the socket takes them at once."""
         if len(events) == 1:
             return self.push(events[0], frames[0])
-        if self._closing or self._queue or not self._started or not self.socket.writable:
-            return sum(self.push(e, f) for e, f in zip(events, frames, strict=True))
-        fresh = [
-            frame for event, frame in zip(events, frames, strict=True) if self._is_fresh(event)
-        ]
-        if fresh:
-            self.socket.write_frame(b"".join(fresh))
-        return len(fresh)
+        if self._phase is not Phase.LIVE or self._queue or not self.socket.writable:
+            return sum(self.push(event) for event in events)
+        ready: list[bytes] = []
+        sent = 0
+        for event, frame in zip(events, frames, strict=True):
+            if self._phase is not Phase.LIVE:
+                sent += self.push(event)
+                continue
+            verdict = self._admit(event)
+            if verdict is _Verdict.SEND:
+                ready.append(frame)
+                continue
+            if ready:  # what was admitted goes out before anything the verdict releases
+                self.socket.write_frame(b"".join(ready))
+                sent += len(ready)
+                ready = []
+            sent += self._act_on(verdict, event)
+        if ready:
+            self.socket.write_frame(b"".join(ready))
+            sent += len(ready)
+        return sent
 
-    def start(self, first_frames: list[Event]) -> None:
-        """Send the first frames, then whatever queued behind them while they loaded."""
-        if self._closing:  # closed (token expired, say) while the snapshot loaded
+    def apply_snapshot(self, events: list[Event]) -> int:
+        """Send a freshly read ``snapshot`` and count, then what queued while they loaded.
+
+        A snapshot older than what the tab was already sent would un-read items and is
+        dropped; it cannot happen for one read after the request, which is how the hub
+        reads them. The queued events go out after it, each checked against its version.
+        """
+        if self._phase is Phase.CLOSED:
+            return 0
+        if self._reload_again:  # asked for again while loading: this one may be too old
+            self._reload_again = False
+            self._request_reload(self, "again")
+            return 0
+        if events[0].version >= self._top:
+            self._queue.extendleft(reversed(events))
+        self._behind = False
+        self._phase = Phase.LIVE
+        return self.flush()
+
+    def reload_failed(self) -> int:
+        """The state could not be read: send what queued anyway, and let the sweep retry."""
+        if self._phase is not Phase.LOADING:
+            return 0
+        self._behind = True
+        self._reload_again = False
+        self._phase = Phase.LIVE
+        return self.flush()
+
+    def reload(self, reason: str) -> None:
+        """Read the socket's state again (events may have been missed)."""
+        if self._phase is Phase.CLOSED:
             return
-        self._started = True
-        self._queue.extendleft(reversed(first_frames))
-        self.flush()
+        if self._phase is Phase.LOADING:
+            self._reload_again = True
+            return
+        self._start_reload(reason)
 
-    def flush(self) -> None:
+    def is_behind(self, version: int) -> bool:
+        """True if the tab lacks a change up to ``version`` and no reload is under way."""
+        return self._phase is Phase.LIVE and (self._behind or self._version < version)
+
+    def flush(self) -> int:
         """Send what is queued while the transport takes it (also on resume_writing)."""
         queue = self._queue
-        while queue and self._started and not self._closing and self.socket.writable:
-            self._send(queue.popleft(), None)
+        sent = 0
+        while queue and self._phase is Phase.LIVE and self.socket.writable:
+            sent += self._offer(queue.popleft(), None)
+        return sent
 
     def received(self, text: str | None) -> None:
         """A frame from the client: answer ``ping``, ignore the rest, close on a flood."""
-        if self._closing:
+        if self._phase is Phase.CLOSED:
             return
         if not self._bucket.take():
             self.close(CLOSE_POLICY_VIOLATION)
@@ -208,48 +311,123 @@ class Connection:
 
     def close(self, code: int) -> None:
         """Drop what is queued, stop sending, and send the close frame."""
-        if self._closing:
+        if self._phase is Phase.CLOSED:
             return
-        self._closing = True
-        self._queue.clear()
-        self._expiry.cancel()
+        self.release()
         self.socket.close_with(code)
 
     def release(self) -> None:
         """The socket is gone: nothing more is sent."""
-        self._closing = True
+        self._phase = Phase.CLOSED
         self._queue.clear()
         self._expiry.cancel()
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
 
-    def _is_fresh(self, event: Event) -> bool:
-        """False for a count not newer than the last count sent (it would move the badge
-        backwards); True for everything else, and the count becomes the last one."""
-        if not event.is_count:
-            return True
-        if event.version <= self._last_count_version:
-            return False
-        self._last_count_version = event.version
-        return True
-
-    def _send(self, event: Event, frame: bytes | None) -> int:
-        if not self._is_fresh(event):
+    def _enqueue(self, event: Event) -> int:
+        if len(self._queue) >= self._queue_size:
+            metrics.send_queue_overflows.inc()
+            self.close(CLOSE_TRY_AGAIN_LATER)
             return 0
-        self.socket.write_frame(frame if frame is not None else text_frame(event.frame))
-        return 1
+        self._queue.append(event)
+        if self._phase is not Phase.WAITING:
+            return 0
+        if event.name == USER_VERSION and event.version > self._top:
+            self._start_reload("notice")  # the missing events are lost, not late
+            return 0
+        return self._fill_gap()
+
+    def _offer(self, event: Event, frame: bytes | None) -> int:
+        verdict = self._admit(event)
+        if verdict is _Verdict.SEND:
+            self.socket.write_frame(frame if frame is not None else text_frame(event.frame))
+            return 1
+        return self._act_on(verdict, event)
+
+    def _admit(self, event: Event) -> _Verdict:
+        """Whether the tab needs ``event`` now; moves ``_top`` and ``_version`` if so."""
+        name, version = event.name, event.version
+        if name == KEEPALIVE:
+            return _Verdict.SEND
+        if name == SNAPSHOT:  # placed in front of the queue by apply_snapshot, newest
+            self._top = max(self._top, version)
+            return _Verdict.SEND
+        if name == USER_VERSION:
+            return _Verdict.BEHIND if version > self._top else _Verdict.HELD
+        if version <= self._version:
+            return _Verdict.HELD
+        if version > self._top + 1 and not self._behind:
+            return _Verdict.GAP
+        self._top = max(self._top, version)
+        if event.is_count:
+            self._version = version
+        return _Verdict.SEND
+
+    def _act_on(self, verdict: _Verdict, event: Event) -> int:
+        if verdict is _Verdict.GAP:
+            # Wait for the missing version in front of this event.
+            self._queue.appendleft(event)
+            self._phase = Phase.WAITING
+            loop = asyncio.get_running_loop()
+            self._gap_timer = loop.call_later(GAP_WAIT_SECONDS, self._gap_not_filled)
+        elif verdict is _Verdict.BEHIND:
+            self._start_reload("notice")
+        return 0
+
+    def _fill_gap(self) -> int:
+        """Go live again if what waits, in version order, now misses nothing."""
+        waiting = sorted(self._queue, key=_version_of)  # stable: a change keeps its order
+        top = self._top
+        for event in waiting:
+            if event.name in (KEEPALIVE, USER_VERSION):
+                continue
+            if event.version > top + 1:
+                return 0
+            top = max(top, event.version)
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._queue = deque(waiting)
+        self._phase = Phase.LIVE
+        return self.flush()
+
+    def _gap_not_filled(self) -> None:
+        if self._phase is Phase.WAITING:
+            self._start_reload("gap")
+
+    def _start_reload(self, reason: str) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._phase = Phase.LOADING
+        self._request_reload(self, reason)
+
+
+def _version_of(event: Event) -> int:
+    return event.version
 
 
 class Hub:
-    """Owns the sockets of this process and the broker subscriptions they need."""
+    """Owns the sockets of this process, the broker subscriptions they need, and their
+    catch-up: reloads on a gap, on a notice, after a broker outage, and by the sweep."""
 
-    def __init__(self, broker: Broker, *, keepalive_seconds: float, limits: SocketLimits) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        snapshots: SnapshotSource,
+        *,
+        keepalive_seconds: float,
+        sweep_seconds: float,
+        limits: SocketLimits,
+    ) -> None:
         self._broker = broker
+        self._snapshots = snapshots
         self._keepalive_seconds = keepalive_seconds
+        self._sweep_seconds = sweep_seconds
         self._limits = limits
         # Insertion-ordered, so the oldest socket of a user is the first key.
         self._by_user: dict[str, dict[Connection, None]] = {}
         self._subscriptions: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._keepalive: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._socket_count = 0
         self._all_detached = asyncio.Event()
 
@@ -259,12 +437,15 @@ class Hub:
 
     async def start(self) -> None:
         await self._broker.start(self.deliver, self.resync)
-        self._keepalive = asyncio.create_task(self._keepalive_loop())
+        self._loops = [
+            asyncio.create_task(self._keepalive_loop()),
+            asyncio.create_task(self._sweep_loop()),
+        ]
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Close every socket with 1012, so clients go elsewhere at once, then the broker."""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        for loop in self._loops:
+            loop.cancel()
         for group in tuple(self._by_user.values()):
             for connection in tuple(group):
                 connection.close(CLOSE_SERVICE_RESTART)
@@ -285,7 +466,7 @@ class Hub:
                 by_user.setdefault(event.user_id, []).append(event)
         sent = 0
         for user_id, user_events in by_user.items():
-            frames = [text_frame(event.frame) for event in user_events]
+            frames = [text_frame(event.frame) if event.frame else b"" for event in user_events]
             # A push may close a slow socket, which detaches later: iterate a copy.
             for connection in tuple(self._by_user[user_id]):
                 sent += connection.push_all(user_events, frames)
@@ -295,17 +476,12 @@ class Hub:
                 metrics.delivery_latency.observe(time.time() - events[0].published_at)
 
     def resync(self) -> None:
-        """Send every socket a fresh snapshot and count (events may have been missed)."""
-        self._spawn(self._resync_all())
+        """Reload every socket's state: events may have been missed (a broker outage)."""
+        for group in tuple(self._by_user.values()):
+            for connection in group:
+                connection.reload("broker")
 
-    def attach(
-        self,
-        socket: Socket,
-        *,
-        user_id: str,
-        expires_at: float,
-        load_first_frames: LoadFirstFrames,
-    ) -> Connection | None:
+    def attach(self, socket: Socket, *, user_id: str, expires_at: float) -> Connection | None:
         """Register an accepted socket and subscribe its user; ``None`` if over the cap.
 
         Live events queue on the connection from here on; ``open`` sends the first frames
@@ -315,7 +491,7 @@ class Hub:
             metrics.sockets_refused.labels("process_full").inc()
             socket.close_with(CLOSE_TRY_AGAIN_LATER)
             return None
-        connection = Connection(socket, user_id, load_first_frames, self._limits, expires_at)
+        connection = Connection(socket, user_id, self._limits, expires_at, self._reload)
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}
@@ -339,12 +515,12 @@ class Hub:
             # Every socket of the user waits for the one subscription its first started.
             await asyncio.shield(subscription)
         try:
-            first_frames = await connection.load_first_frames()
+            events = await self._snapshots.load(connection.user_id)
         except Exception:
             logger.exception("loading the snapshot for a socket failed")
             connection.close(CLOSE_INTERNAL_ERROR)
             return
-        connection.start(first_frames)
+        connection.apply_snapshot(events)
 
     def detach(self, connection: Connection) -> None:
         connection.release()
@@ -363,29 +539,65 @@ class Hub:
         self._subscriptions.pop(user_id, None)
         self._spawn(self._broker.unsubscribe(user_id))
 
+    async def sweep(self) -> int:
+        """Reload every socket whose tab is behind the database; return how many.
+
+        One query reads the version of every user with a socket here. A socket behind it is
+        given a moment for events still on their way (published, not yet delivered) before
+        its state is read again. This finds what nothing else reports: a process that died
+        between commit and publish, a notice lost with its broker.
+        """
+        if not self._by_user:
+            return 0
+        started = time.perf_counter()
+        versions = await self._snapshots.versions(list(self._by_user))
+        metrics.sweep_duration.observe(time.perf_counter() - started)
+        behind = [
+            connection
+            for user_id, version in versions.items()
+            for connection in self._by_user.get(user_id, ())
+            if connection.is_behind(version)
+        ]
+        if not behind:
+            return 0
+        await asyncio.sleep(min(SWEEP_GRACE_SECONDS, self._sweep_seconds / 2))
+        behind = [c for c in behind if c.is_behind(versions[c.user_id])]
+        for connection in behind:
+            connection.reload("sweep")
+        return len(behind)
+
+    def _reload(self, connection: Connection, reason: str) -> None:
+        metrics.socket_reloads.labels(reason).inc()
+        self._spawn(self._load(connection))
+
+    async def _load(self, connection: Connection) -> None:
+        try:
+            events = await self._snapshots.load(connection.user_id)
+        except Exception as error:
+            logger.warning(
+                "reloading a socket's state failed (%s); the sweep tries again",
+                type(error).__name__,
+            )
+            connection.reload_failed()
+            return
+        connection.apply_snapshot(events)
+
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _resync_all(self) -> None:
-        limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
-
-        async def resync_one(connection: Connection) -> None:
-            if connection.closing:
-                return
-            async with limit:
-                try:
-                    frames = await connection.load_first_frames()
-                except Exception:
-                    logger.exception("reloading a socket's snapshot failed")
-                    connection.close(CLOSE_INTERNAL_ERROR)
-                    return
-            for frame in frames:
-                connection.push(frame)
-
-        connections = [c for group in self._by_user.values() for c in group]
-        await asyncio.gather(*(resync_one(c) for c in connections))
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception as error:
+                logger.warning(
+                    "the sweep failed (%s); next one in %g s",
+                    type(error).__name__,
+                    self._sweep_seconds,
+                )
 
     async def _keepalive_loop(self) -> None:
         """Each socket gets a keepalive once a period, spread over the period in slices.

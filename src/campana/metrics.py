@@ -30,6 +30,21 @@ sockets_refused = Counter("campana_sockets_refused_total", "Sockets closed by a 
 broker_reconnects = Counter(
     "campana_broker_reconnects_total", "Broker connections re-established after a loss."
 )
+publish_failures = Counter(
+    "campana_publish_failures_total",
+    "Publishes the broker did not take; their users' sockets are told to reload later.",
+)
+socket_reloads = Counter(
+    "campana_socket_reloads_total",
+    "Socket states read again: after a version gap, a stale notice, a broker outage, "
+    "or when the sweep found the socket behind the database.",
+    ["reason"],
+)
+sweep_duration = Histogram(
+    "campana_sweep_duration_seconds",
+    "The sweep's query of every local user's version.",
+    buckets=LATENCY_BUCKETS,
+)
 request_latency = Histogram(
     "campana_request_duration_seconds",
     "REST request duration.",

@@ -7,23 +7,30 @@ Creates without an idempotency key share their transaction with concurrent ones
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from campana import metrics, store
-from campana.broker import Broker
-from campana.errors import IdempotencyConflict, InvalidRequest, NotificationNotFound
+from campana.errors import (
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotificationNotFound,
+)
+from campana.publisher import Publisher
 from campana.schemas import (
     SNAPSHOT,
     Event,
@@ -42,6 +49,24 @@ logger = logging.getLogger(__name__)
 
 Database = async_sessionmaker[AsyncSession]
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _needs_database(use_case: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """An unreachable or hung database is ``DatabaseUnavailable`` (503) for the caller."""
+
+    @functools.wraps(use_case)
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await use_case(*args, **kwargs)
+        except Exception as error:
+            if store.is_unavailable(error):
+                raise DatabaseUnavailable() from error
+            raise
+
+    return call
+
 
 @dataclass(frozen=True, slots=True)
 class Created:
@@ -49,9 +74,10 @@ class Created:
     replayed: bool
 
 
+@_needs_database
 async def create_notifications(
     db: Database,
-    broker: Broker,
+    publisher: Publisher,
     batcher: CreateBatcher,
     *,
     producer: str,
@@ -82,14 +108,14 @@ async def create_notifications(
     first = item_payload(NotificationItem.model_validate(rows[0]))
     items = [first, *({**first, "id": str(row.id)} for row in rows[1:])]
     if key is not None:
-        return await _create_idempotent(db, broker, producer, key, request, rows, items)
+        return await _create_idempotent(db, publisher, producer, key, request, rows, items)
     await batcher.write(rows, items)
     return Created(items=items, replayed=False)
 
 
 async def _create_idempotent(
     db: Database,
-    broker: Broker,
+    publisher: Publisher,
     producer: str,
     key: str,
     request: NotificationCreate,
@@ -119,19 +145,19 @@ async def _create_idempotent(
         if replay is None:
             raise
         return replay
-    await _publish(broker, _creation_events(rows, items, badges))
+    await publisher.publish(_creation_events(rows, items, badges))
     return Created(items=items, replayed=False)
 
 
 async def _create_alone(
     db: Database,
-    broker: Broker,
+    publisher: Publisher,
     rows: list[store.NewNotification],
     items: list[ItemPayload],
 ) -> None:
     async with db.begin() as session:
         badges = await store.add_notifications(session, rows)
-    await _publish(broker, _creation_events(rows, items, badges))
+    await publisher.publish(_creation_events(rows, items, badges))
 
 
 def _creation_events(
@@ -190,9 +216,9 @@ class CreateBatcher:
     database, is then the bottleneck) and would have to reorder its publishes.
     """
 
-    def __init__(self, db: Database, broker: Broker, *, max_recipients: int) -> None:
+    def __init__(self, db: Database, publisher: Publisher, *, max_recipients: int) -> None:
         self._db = db
-        self._broker = broker
+        self._publisher = publisher
         self._max_rows = max(max_recipients, MIN_BATCH_ROWS)
         self._queue: deque[_QueuedCreate] = deque()
         self._queued = asyncio.Event()
@@ -212,7 +238,7 @@ class CreateBatcher:
     async def write(self, rows: list[store.NewNotification], items: list[ItemPayload]) -> None:
         """Commit in a transaction shared with concurrent calls, then publish."""
         if self._closing or self._writer is None:
-            await _create_alone(self._db, self._broker, rows, items)
+            await _create_alone(self._db, self._publisher, rows, items)
             return
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_QueuedCreate(rows, items, written))
@@ -270,7 +296,7 @@ class CreateBatcher:
             )
             await self._write_each_alone(batch)
             return
-        await _publish(self._broker, _creation_events(rows, items, badges))
+        await self._publisher.publish(_creation_events(rows, items, badges))
         for create in batch:
             _settle(create)
 
@@ -278,7 +304,7 @@ class CreateBatcher:
         """One transaction each, so that only the culprit fails; in turn, to keep order."""
         for create in batch:
             try:
-                await _create_alone(self._db, self._broker, create.rows, create.items)
+                await _create_alone(self._db, self._publisher, create.rows, create.items)
             except Exception as error:
                 _settle(create, error)
             else:
@@ -315,8 +341,9 @@ async def _replay(
     return Created(items=orjson.loads(record.response), replayed=True)
 
 
+@_needs_database
 async def mark_read(
-    db: Database, broker: Broker, *, user_id: str, notification_id: uuid.UUID
+    db: Database, publisher: Publisher, *, user_id: str, notification_id: uuid.UUID
 ) -> NotificationItem:
     """Read one item. Events go out only when this call changed it."""
     async with db.begin() as session:
@@ -328,8 +355,7 @@ async def mark_read(
             return NotificationItem.model_validate(unchanged)
     row, badge = changed
     committed_at = time.time()
-    await _publish(
-        broker,
+    await publisher.publish(
         [
             read_event(user_id, badge.version, notification_id, committed_at),
             count_event(user_id, badge.version, badge.unread, committed_at),
@@ -338,14 +364,16 @@ async def mark_read(
     return NotificationItem.model_validate(row)
 
 
-async def mark_all_read(db: Database, broker: Broker, *, user_id: str) -> int:
+@_needs_database
+async def mark_all_read(db: Database, publisher: Publisher, *, user_id: str) -> int:
     """Read everything; one ``unread_count.updated`` and no per-item events."""
     async with db.begin() as session:
         badge = await store.mark_all_read(session, user_id)
-    await _publish(broker, [count_event(user_id, badge.version, badge.unread, time.time())])
+    await publisher.publish([count_event(user_id, badge.version, badge.unread, time.time())])
     return badge.unread
 
 
+@_needs_database
 async def list_notifications(
     db: Database, *, user_id: str, skip: int, limit: int
 ) -> list[NotificationItem]:
@@ -354,6 +382,7 @@ async def list_notifications(
     return [NotificationItem.model_validate(row) for row in rows]
 
 
+@_needs_database
 async def unread_count(db: Database, *, user_id: str) -> int:
     async with db() as session:
         return await store.unread_count(session, user_id)
@@ -383,6 +412,12 @@ class SnapshotLoader:
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_batches())
         return asyncio.shield(waiting)
+
+    async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's current version, in one query (the hub's sweep)."""
+        async with self._db() as session:
+            badges = await store.badges(session, user_ids)
+        return {user_id: badge.version for user_id, badge in badges.items()}
 
     async def _read_batches(self) -> None:
         try:
@@ -430,12 +465,3 @@ async def snapshots(db: Database, *, user_ids: list[str], size: int) -> dict[str
 async def purge_idempotency_keys(db: Database, *, older_than: timedelta) -> int:
     async with db.begin() as session:
         return await store.purge_idempotency_records(session, datetime.now(UTC) - older_than)
-
-
-async def _publish(broker: Broker, events: Sequence[Event]) -> None:
-    """Publish after commit. A broker failure loses live delivery, never the data."""
-    try:
-        await broker.publish(events)
-        metrics.events_published.inc(len(events))
-    except Exception:
-        logger.exception("publishing %d events failed; clients recover on reconnect", len(events))

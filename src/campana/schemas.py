@@ -167,6 +167,9 @@ NOTIFICATION_CREATED: Final = "notification.created"
 NOTIFICATION_READ: Final = "notification.read"
 UNREAD_COUNT_UPDATED: Final = "unread_count.updated"
 KEEPALIVE: Final = "keepalive"
+# Between processes only, never on a socket: "this user is at this version now" (a
+# process whose publish failed sends it, so that sockets behind it reload their state).
+USER_VERSION: Final = "user.version"
 
 
 def encode_frame(event: str, payload: Any) -> str:
@@ -228,6 +231,10 @@ def read_event(
 def count_event(user_id: str, version: int, count: int, published_at: float = 0.0) -> Event:
     frame = encode_frame(UNREAD_COUNT_UPDATED, {"count": count})
     return Event(user_id, version, UNREAD_COUNT_UPDATED, frame, published_at)
+
+
+def version_event(user_id: str, version: int) -> Event:
+    return Event(user_id, version, USER_VERSION, "")
 
 
 KEEPALIVE_FRAME: Final = encode_frame(KEEPALIVE, {})

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         le=1000,
         description="PostgreSQL connections per process (twice as many at peaks).",
     )
+    database_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="PostgreSQL connect, query and pool wait limit; past it a call is a 503.",
+    )
     redis_url: str | None = Field(
         None, description="Redis for Pub/Sub between processes. Unset: in-process broker."
     )
@@ -69,6 +75,12 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: float = Field(5.0, ge=0, le=300, description="Clock skew allowed.")
 
     keepalive_seconds: float = Field(25.0, gt=0, le=3600, description="Keepalive frame period.")
+    sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Period of the check of every socket against its user's version.",
+    )
     snapshot_size: int = Field(20, ge=1, le=100, description="Items in the `snapshot` frame.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -24,6 +24,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,7 +57,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url
     if not settings.is_embedded_database:
         size = settings.database_pool_size
-        return create_async_engine(url, pool_size=size, max_overflow=size, pool_pre_ping=True)
+        timeout = settings.database_timeout_seconds
+        return create_async_engine(
+            url,
+            pool_size=size,
+            max_overflow=size,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            # asyncpg's own limits: to connect, and for each query (it cancels the query).
+            connect_args={"timeout": timeout, "command_timeout": timeout},
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # SQLite has one writer; one pooled connection turns "database is locked" into a queue.
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
@@ -69,6 +80,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True if ``error`` says the database was not reached or did not answer in time.
+
+    A refused or reset connection surfaces as ``OSError``, an asyncpg timeout as
+    ``TimeoutError`` (an ``OSError`` too), a wait for a pooled connection as the pool's
+    timeout, a connection lost in mid-query as a DBAPI error that invalidated it.
+    """
+    if isinstance(error, OSError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -14,6 +14,7 @@ from campana.broker import Broker
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
 from campana.notifications import CreateBatcher, SnapshotLoader
+from campana.publisher import Publisher
 from campana.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Services:
     engine: AsyncEngine
     db: async_sessionmaker[AsyncSession]
     broker: Broker
+    publisher: Publisher
     hub: Hub
     creates: CreateBatcher
     snapshots: SnapshotLoader

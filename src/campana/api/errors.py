@@ -15,8 +15,16 @@ from campana.errors import CampanaError
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
 
 
+# Seconds a client is asked to wait after a 503 (the database was unreachable).
+RETRY_AFTER_SECONDS = 1
+
+
 def domain_error(error: CampanaError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    headers = None
+    if error.status_code == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif error.status_code == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(
         {"error": error.code, "detail": error.message},
         status_code=error.status_code,

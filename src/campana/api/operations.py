@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Response
@@ -30,12 +31,14 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     failed: list[str] = []
     try:
-        async with services.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            async with services.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
     except Exception:
         failed.append("database")
     try:
-        await services.broker.ping()
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await services.broker.ping()
     except Exception:
         failed.append("broker")
     if failed:

@@ -66,7 +66,7 @@ async def mark_read(
     """Sockets of the owner get `notification.read` then `unread_count.updated`, only when
     this call changed the item; marking a read item again answers it unchanged."""
     return await notifications.mark_read(
-        services.db, services.broker, user_id=principal.user_id, notification_id=notification_id
+        services.db, services.publisher, user_id=principal.user_id, notification_id=notification_id
     )
 
 
@@ -74,7 +74,7 @@ async def mark_read(
 async def mark_all_read(services: ServicesDep, principal: CurrentUser) -> UnreadCount:
     """Sockets of the caller get one `unread_count.updated` with count 0, no per-item events."""
     count = await notifications.mark_all_read(
-        services.db, services.broker, user_id=principal.user_id
+        services.db, services.publisher, user_id=principal.user_id
     )
     return UnreadCount(count=count)
 
@@ -130,7 +130,7 @@ async def create_notifications(request: Request) -> Response:
         ) from None
     created = await notifications.create_notifications(
         services.db,
-        services.broker,
+        services.publisher,
         services.creates,
         producer=producer.user_id,
         request=body,

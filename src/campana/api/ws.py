@@ -14,7 +14,6 @@ import base64
 import hashlib
 import logging
 import os
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
@@ -277,10 +276,7 @@ class NotificationsSocket(asyncio.Protocol):
         if self._lost or self._ws.state is not State.OPEN:
             return
         connection = services.hub.attach(
-            self,
-            user_id=principal.user_id,
-            expires_at=principal.expires_at,
-            load_first_frames=partial(services.snapshots.load, principal.user_id),
+            self, user_id=principal.user_id, expires_at=principal.expires_at
         )
         if connection is None:
             return

@@ -1,0 +1,293 @@
+"""The hub's catch-up rules, driven at its seams: a socket that records the frames it is
+sent, the in-process broker, and a state source whose reads the test can hold back.
+
+Integration tests (test_faults.py) show that tabs converge after real faults; these pin
+down the order of frames a tab receives while it catches up, which timing there cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from campana import hub as hub_module
+from campana.broker import InProcessBroker
+from campana.hub import Connection, Hub, Phase, SocketLimits
+from campana.schemas import (
+    SNAPSHOT,
+    Event,
+    count_event,
+    created_event,
+    encode_frame,
+    read_event,
+    version_event,
+)
+
+LIMITS = SocketLimits(rate_per_second=5, burst=20, send_queue_size=64, per_user=20, per_process=100)
+
+
+class RecordingSocket:
+    """A socket that takes every frame and keeps what a tab would receive."""
+
+    writable = True
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
+
+    def write_frame(self, frame: bytes) -> None:
+        while frame:  # one write may carry several frames
+            length, start = frame[1] & 0x7F, 2
+            if length == 126:
+                (length,), start = struct.unpack("!H", frame[2:4]), 4
+            elif length == 127:
+                (length,), start = struct.unpack("!Q", frame[2:10]), 10
+            self.frames.append(orjson.loads(frame[start : start + length]))
+            frame = frame[start + length :]
+
+    def close_with(self, code: int) -> None:
+        self.closed_with = code
+
+    @property
+    def events(self) -> list[str]:
+        return [frame["event"] for frame in self.frames if frame["event"] != "keepalive"]
+
+
+class UserState:
+    """What the database holds for the users; ``hold()`` makes reads wait for ``release()``."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.loads = 0
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def load(self, user_id: str) -> list[Event]:
+        version = self.versions.get(user_id, 0)  # read when the request comes, as SQL does
+        self.loads += 1
+        await self._open.wait()
+        return [
+            Event(user_id, version, SNAPSHOT, encode_frame(SNAPSHOT, [{"v": version}])),
+            count_event(user_id, version, version),
+        ]
+
+    async def versions_of(self, user_ids: Sequence[str]) -> dict[str, int]:
+        return {user_id: self.versions.get(user_id, 0) for user_id in user_ids}
+
+
+class _Source:
+    def __init__(self, state: UserState) -> None:
+        self._state = state
+
+    def load(self, user_id: str) -> Any:
+        return self._state.load(user_id)
+
+    async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        return await self._state.versions_of(user_ids)
+
+
+@pytest.fixture
+def state() -> UserState:
+    return UserState()
+
+
+@pytest.fixture
+async def hub(state: UserState) -> AsyncIterator[Hub]:
+    hub = Hub(
+        InProcessBroker(), _Source(state), keepalive_seconds=3600, sweep_seconds=3600, limits=LIMITS
+    )
+    await hub.start()
+    yield hub
+    for connection in OPENED.pop(hub, []):
+        hub.detach(connection)  # as the socket layer does once the transport is gone
+    await hub.close(0.1)
+
+
+OPENED: dict[Hub, list[Connection]] = {}
+
+
+async def open_tab(hub: Hub, user_id: str = "u") -> tuple[Connection, RecordingSocket]:
+    socket = RecordingSocket()
+    connection = hub.attach(socket, user_id=user_id, expires_at=time.time() + 3600)
+    assert connection is not None
+    OPENED.setdefault(hub, []).append(connection)
+    await hub.open(connection)
+    return connection, socket
+
+
+def created(version: int, user_id: str = "u") -> list[Event]:
+    item = {"id": f"item-{version}"}
+    return [created_event(user_id, version, item), count_event(user_id, version, version)]
+
+
+def read(version: int, user_id: str = "u") -> list[Event]:
+    return [
+        read_event(user_id, version, uuid.UUID(int=version)),
+        count_event(user_id, version, version),
+    ]
+
+
+def counts(socket: RecordingSocket) -> list[int]:
+    return [f["payload"]["count"] for f in socket.frames if f["event"] == "unread_count.updated"]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_live_event_during_a_reload_follows_the_snapshot_read_before_it(
+    hub: Hub, state: UserState
+) -> None:
+    """A snapshot read before an event must not reach the tab after that event."""
+    state.versions["u"] = 1
+    _, socket = await open_tab(hub)
+    state.hold()
+    hub.resync()  # the broker came back: every socket's state is read again
+    await settle()  # the read has begun: it sees version 1
+    state.versions["u"] = 2
+    hub.deliver(read(2))  # a change committed after the read began
+    assert socket.events == ["snapshot", "unread_count.updated"]
+    state.release()
+    await settle()
+    assert socket.events[2:] == ["snapshot", "notification.read", "unread_count.updated"]
+    assert counts(socket) == [1, 2]
+
+
+async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
+    hub: Hub, state: UserState
+) -> None:
+    connection, socket = await open_tab(hub)
+    hub.deliver(created(1))
+    state.versions["u"] = 0  # an impossible read from the past: it must not reach the tab
+    connection.reload("test")
+    await settle()
+    assert socket.events == [
+        *("snapshot", "unread_count.updated"),
+        *("notification.created", "unread_count.updated"),
+    ]
+    assert connection.phase is Phase.LIVE
+
+
+async def test_an_event_the_tab_already_has_is_dropped(hub: Hub, state: UserState) -> None:
+    state.versions["u"] = 3
+    connection, socket = await open_tab(hub)
+    hub.deliver(created(3))  # inside the snapshot already
+    hub.deliver(created(4))
+    hub.deliver(created(4))  # delivered twice (a publish retried after a timeout)
+    assert socket.events[2:] == ["notification.created", "unread_count.updated"]
+    assert counts(socket) == [3, 4]
+    assert connection.version == 4
+
+
+async def test_two_instances_publishing_out_of_order_reach_the_tab_in_version_order(
+    hub: Hub, state: UserState
+) -> None:
+    connection, socket = await open_tab(hub)
+    hub.deliver(created(2))  # overtook version 1
+    assert socket.events == ["snapshot", "unread_count.updated"]
+    assert connection.phase is Phase.WAITING
+    hub.deliver(created(1))
+    ids = [f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"]
+    assert ids == ["item-1", "item-2"]
+    assert counts(socket) == [0, 2]  # version 1's count came after version 2's: dropped
+    assert state.loads == 1  # no reload was needed
+
+
+async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
+    hub: Hub, state: UserState
+) -> None:
+    connection, socket = await open_tab(hub)
+    state.versions["u"] = 2
+    hub.deliver(created(2))  # version 1 was lost with its publish
+    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    assert state.loads == 2
+    assert socket.events[2:] == ["snapshot", "unread_count.updated"]  # version 2 is inside
+    assert counts(socket) == [0, 2]
+    assert connection.phase is Phase.LIVE
+
+
+async def test_a_notice_reloads_a_tab_behind_it_and_not_one_that_is_up_to_date(
+    hub: Hub, state: UserState
+) -> None:
+    state.versions["u"] = 1
+    _, behind = await open_tab(hub, "u")
+    state.versions["v"] = 5
+    _, current = await open_tab(hub, "v")
+    state.versions["u"] = 4
+    hub.deliver([version_event("u", 4), version_event("v", 5)])
+    await settle()
+    assert behind.events[2:] == ["snapshot", "unread_count.updated"]
+    assert counts(behind) == [1, 4]
+    assert current.events == ["snapshot", "unread_count.updated"]
+    assert state.loads == 3
+
+
+async def test_the_sweep_reloads_only_tabs_behind_the_database(
+    hub: Hub, state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "SWEEP_GRACE_SECONDS", 0.05)
+    state.versions.update({"up-to-date": 5, "behind": 5, "in-flight": 5})
+    tabs = {user: await open_tab(hub, user) for user in state.versions}
+    state.versions.update({"behind": 7, "in-flight": 6})  # committed, never published
+    sweep = asyncio.ensure_future(hub.sweep())
+    await settle()
+    hub.deliver(created(6, "in-flight"))  # published: arrives within the grace
+    assert await sweep == 1
+    await settle()
+    assert counts(tabs["behind"][1]) == [5, 7]
+    assert tabs["behind"][1].events[2:] == ["snapshot", "unread_count.updated"]
+    assert counts(tabs["in-flight"][1]) == [5, 6]
+    assert tabs["up-to-date"][1].events == ["snapshot", "unread_count.updated"]
+
+
+async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep(
+    hub: Hub, state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "SWEEP_GRACE_SECONDS", 0.05)
+    connection, socket = await open_tab(hub)
+
+    async def unreachable(user_id: str) -> list[Event]:
+        raise OSError("database unreachable")
+
+    load = state.load
+    state.load = unreachable  # type: ignore[method-assign]
+    hub.deliver(created(2))
+    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    assert socket.events[2:] == ["notification.created", "unread_count.updated"]
+    assert connection.is_behind(2)  # it may lack version 1
+
+    state.load = load  # type: ignore[method-assign]
+    state.versions["u"] = 2
+    assert await hub.sweep() == 1
+    await settle()
+    assert socket.events[4:] == ["snapshot"]  # its count is the one the tab holds
+    assert not connection.is_behind(2)
+
+
+async def test_a_reload_asked_for_while_one_is_read_reads_again(hub: Hub, state: UserState) -> None:
+    """The broker came back while a socket's state was being read: that read may predate
+    what was published during the outage, so it is read once more."""
+    connection, socket = await open_tab(hub)
+    state.hold()
+    connection.reload("test")
+    await settle()
+    state.versions["u"] = 3  # published while the broker was away
+    hub.resync()
+    state.release()
+    await settle()
+    assert state.loads == 3
+    assert counts(socket) == [0, 3]
