@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -98,3 +99,44 @@ async def test_the_page_recovers_after_the_server_restarts(
     await restarted.send(user, "Sent after the restart")
     await expect(page.get_by_test_id("item")).to_have_count(1)
     await expect(page.get_by_test_id("badge")).to_have_text("1")
+
+
+async def test_the_page_notices_a_frozen_server_and_recovers_without_a_reload(
+    servers: ServerPool, browser: Browser, user: str
+) -> None:
+    # A 2 s keepalive: the page counts the socket dead after 2 x 2 s + 1 s without a frame.
+    server = await servers.start("sqlite", "process", allowed_origins="", keepalive_seconds=2)
+    assert server.process is not None
+    page = await browser.new_page()
+    await page.goto(f"{server.base_url}/?token={server.token(user)}&keepalive=2")
+    connection = page.get_by_test_id("connection")
+    await expect(connection).to_have_text("Live")
+    await page.evaluate("window.sameDocument = true")
+
+    # A frozen process keeps its TCP connections open: only the missing keepalives tell.
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        await expect(connection).not_to_have_text("Live", timeout=10_000)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+
+    await expect(connection).to_have_text("Live", timeout=15_000)
+    await server.send(user, "Sent after the thaw")
+    await expect(page.get_by_test_id("item")).to_have_count(1)
+    assert await page.evaluate("window.sameDocument") is True
+
+
+async def test_a_refused_token_shows_signed_out_until_a_good_one_is_pasted(
+    servers: ServerPool, browser: Browser, user: str
+) -> None:
+    server = await servers.get("sqlite", "process", allowed_origins="")
+    page = await browser.new_page()
+    await page.goto(f"{server.base_url}/?token=not-a-token")
+    connection = page.get_by_test_id("connection")
+    await expect(connection).to_have_text("Signed out", timeout=10_000)
+    await expect(page.get_by_test_id("signed-out")).to_be_visible()
+
+    await page.get_by_test_id("token-input").fill(server.token(user))
+    await page.get_by_test_id("use-token").click()
+    await expect(connection).to_have_text("Live")
+    await expect(page.get_by_test_id("signed-out")).to_be_hidden()

@@ -1,3 +1,11 @@
+/**
+ * The demo notification centre that `campana serve` shows at `/`.
+ *
+ * Query parameters: `token` (the user's JWT; without it the page asks for one) and
+ * `keepalive` (the server's `CAMPANA_KEEPALIVE_SECONDS`, 25 by default; the page counts
+ * the connection dead after two keepalives and a margin without a frame), e.g.
+ * `/?token=eyJ…&keepalive=2`.
+ */
 import './style.css';
 
 import { NotificationCenter } from '../src/center.js';
@@ -22,15 +30,22 @@ const STATES: Record<ConnectionState, string> = {
   open: 'Live',
   reconnecting: 'Reconnecting…',
   stopped: 'Stopped by the server',
+  unauthorized: 'Signed out',
   closed: 'Closed',
 };
 
 const app = document.querySelector<HTMLDivElement>('#app');
 if (!app) throw new Error('#app is missing');
 
-const token = new URLSearchParams(location.search).get('token');
-if (token) showCentre(app, token);
+const params = new URLSearchParams(location.search);
+const token = params.get('token');
+if (token) showCentre(app, token, keepaliveMs(params.get('keepalive')));
 else showTokenForm(app);
+
+function keepaliveMs(seconds: string | null): number | undefined {
+  const value = Number(seconds);
+  return seconds && Number.isFinite(value) && value > 0 ? value * 1000 : undefined;
+}
 
 function showTokenForm(root: HTMLElement): void {
   root.innerHTML = `
@@ -49,7 +64,7 @@ function showTokenForm(root: HTMLElement): void {
   });
 }
 
-function showCentre(root: HTMLElement, jwt: string): void {
+function showCentre(root: HTMLElement, firstToken: string, keepalive: number | undefined): void {
   root.innerHTML = `
     <header>
       <h1>${BELL} Campana</h1>
@@ -58,13 +73,26 @@ function showCentre(root: HTMLElement, jwt: string): void {
       <button class="bell" data-testid="bell" aria-label="Notifications">${BELL}<span class="badge" data-testid="badge"></span></button>
       <button class="read-all" data-testid="read-all">Mark all read</button>
     </header>
+    <section class="signed-out" data-testid="signed-out" hidden>
+      <p>Signed out: <span class="reason"></span>. Paste another token, or retry once signed in again.</p>
+      <form>
+        <input name="token" data-testid="token-input" placeholder="eyJhbGciOi…" autocomplete="off" required />
+        <button type="submit" data-testid="use-token">Use this token</button>
+        <button type="button" class="retry" data-testid="retry">Retry</button>
+      </form>
+    </section>
     <p class="error" role="alert" hidden></p>
     <ul class="list" data-testid="list"></ul>
     <p class="empty">No notifications yet. Try <code>campana send &lt;user&gt; --message "Hello"</code>.</p>`;
   const $ = <T extends Element>(selector: string) => root.querySelector<T>(selector) as T;
+  let jwt = firstToken;
   $('.user').textContent = userOf(jwt);
 
-  const centre = new NotificationCenter({ baseUrl: location.origin, getToken: () => jwt });
+  const centre = new NotificationCenter({
+    baseUrl: location.origin,
+    getToken: () => jwt,
+    socket: { keepaliveMs: keepalive },
+  });
   const showError = (error: unknown) => {
     $('.error').textContent = error instanceof Error ? error.message : String(error);
     $('.error').removeAttribute('hidden');
@@ -75,6 +103,8 @@ function showCentre(root: HTMLElement, jwt: string): void {
     const connection = $('.connection');
     connection.textContent = STATES[state.connection];
     connection.className = `connection ${state.connection}`;
+    $('.signed-out').toggleAttribute('hidden', state.connection !== 'unauthorized');
+    $('.reason').textContent = state.authError?.message ?? '';
     const badge = $('.badge');
     badge.textContent = state.unreadCount > 99 ? '99+' : String(state.unreadCount);
     badge.toggleAttribute('hidden', state.unreadCount === 0);
@@ -85,6 +115,23 @@ function showCentre(root: HTMLElement, jwt: string): void {
   centre.store.subscribe(render);
   setInterval(render, 30_000); // relative times age
   $('.read-all').addEventListener('click', () => centre.markAllRead().catch(showError));
+  $('.retry').addEventListener('click', () => centre.retryNow());
+  $<HTMLFormElement>('.signed-out form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const value = new FormData(event.target as HTMLFormElement).get('token');
+    if (typeof value !== 'string' || !value.trim()) return;
+    const url = new URL(location.href);
+    url.searchParams.set('token', value.trim());
+    // The list belongs to one user: another user's token starts a fresh page.
+    if (!userOf(jwt) || userOf(value.trim()) !== userOf(jwt)) {
+      location.assign(url);
+      return;
+    }
+    jwt = value.trim();
+    $('.error').setAttribute('hidden', '');
+    history.replaceState(null, '', url); // a reload keeps the new token
+    centre.retryNow();
+  });
   render();
   centre.connect();
 }

@@ -2,14 +2,16 @@ export { NotificationCenter, type NotificationCenterOptions } from './center.js'
 export { ApiError, NotificationsApi, type ApiOptions } from './rest.js';
 export {
   BACKOFF_MS,
+  KEEPALIVE_MS,
   NotificationsSocket,
-  PING_INTERVAL_MS,
+  silenceLimitMs,
+  UnauthorizedError,
   type PageLifecycle,
   type SocketOptions,
   type WebSocketFactory,
   type WebSocketLike,
 } from './socket.js';
-export { NotificationStore, type NotificationState } from './store.js';
+export { NotificationStore, type NotificationState, type OptimisticRead } from './store.js';
 export type {
   ConnectionState,
   GetToken,

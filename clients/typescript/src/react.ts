@@ -1,14 +1,19 @@
 import { useCallback, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
 
 import { NotificationCenter, type NotificationCenterOptions } from './center.js';
+import type { UnauthorizedError } from './socket.js';
 import type { ConnectionState, GetToken, NotificationItem } from './types.js';
 
 export interface UseNotifications {
   items: NotificationItem[];
   unreadCount: number;
   connection: ConnectionState;
+  /** Why `connection` is `unauthorized` (signed out, not offline); `null` otherwise. */
+  authError: UnauthorizedError | null;
   markRead: (id: string) => Promise<void>;
   markAllRead: () => Promise<void>;
+  /** Reconnect at once, e.g. after the user signed in again. */
+  retryNow: () => void;
 }
 
 /**
@@ -49,7 +54,9 @@ export function useNotifications(
     items,
     unreadCount: state.unreadCount,
     connection: state.connection,
+    authError: state.authError,
     markRead: useCallback((id: string) => center.markRead(id), [center]),
     markAllRead: useCallback(() => center.markAllRead(), [center]),
+    retryNow: useCallback(() => center.retryNow(), [center]),
   };
 }

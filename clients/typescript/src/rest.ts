@@ -15,6 +15,11 @@ export interface ApiOptions {
   baseUrl: string;
   getToken: GetToken;
   fetch?: typeof fetch;
+  /**
+   * Called when a refreshed token is refused too (401 to the retry), before the call
+   * rejects with that `ApiError`: the user is signed out, not offline.
+   */
+  onUnauthorized?: (error: ApiError) => void;
 }
 
 /** The user's REST calls. A 401 gets one retry with a refreshed token. */
@@ -45,10 +50,13 @@ export class NotificationsApi {
   private async request<T>(method: string, path: string): Promise<T> {
     const url = `${this.options.baseUrl.replace(/\/$/, '')}/api/v1/notifications${path}`;
     let response = await this.send(method, url, false);
-    if (response.status === 401) response = await this.send(method, url, true);
+    const refreshed = response.status === 401;
+    if (refreshed) response = await this.send(method, url, true);
     if (!response.ok) {
       const body = (await response.json().catch(() => ({}))) as { error?: string; detail?: string };
-      throw new ApiError(response.status, body.error ?? 'http_error', body.detail ?? response.statusText);
+      const error = new ApiError(response.status, body.error ?? 'http_error', body.detail ?? response.statusText);
+      if (refreshed && response.status === 401) this.options.onUnauthorized?.(error);
+      throw error;
     }
     return (await response.json()) as T;
   }

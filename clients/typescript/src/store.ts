@@ -1,30 +1,77 @@
+import type { UnauthorizedError } from './socket.js';
 import type { ConnectionState, NotificationItem, ServerEvent } from './types.js';
 
 export interface NotificationState {
   readonly notificationsById: ReadonlyMap<string, NotificationItem>;
   /** Newest first: `created_at` descending, then `id` descending, like the server. */
   readonly orderedIds: readonly string[];
+  /**
+   * The badge: the server's last count, less this tab's reads that the count does not
+   * include yet (see `markReadLocally`).
+   */
   readonly unreadCount: number;
   readonly connection: ConnectionState;
+  /** Why `connection` is `unauthorized`; `null` otherwise. */
+  readonly authError: UnauthorizedError | null;
 }
 
 export type Listener = () => void;
+
+/**
+ * A read shown before the server confirms it. Settle it once with the REST call's outcome;
+ * each method returns true when the badge needs a count from the server to be exact
+ * (`NotificationStore.refreshUnreadCount`).
+ */
+export interface OptimisticRead {
+  /** The server applied the read. */
+  commit(): boolean;
+  /** The call failed: unread again what the server has not confirmed meanwhile. */
+  rollBack(): boolean;
+}
+
+interface PendingRead {
+  /** The held items the call reads. */
+  readonly targets: readonly string[];
+  /** Shown read here, not yet read in the server's last word (event, snapshot or count). */
+  readonly unconfirmed: Set<string>;
+  /** A mark-all-read whose count of 0 has not arrived. */
+  all: boolean;
+  /** An unread count arrived after the read began: the badge holds the server's truth. */
+  countArrived: boolean;
+  /** The call succeeded; the read is done once a count arrives. */
+  committed: boolean;
+}
 
 const EMPTY: NotificationState = {
   notificationsById: new Map(),
   orderedIds: [],
   unreadCount: 0,
   connection: 'idle',
+  authError: null,
 };
 
 /**
  * The notification list and badge, framework-free. Every event applies idempotently: items
- * are keyed by id, a snapshot merges into what is held, and `unread_count.updated` is the
- * truth for the badge. Each change makes a new state object (for `useSyncExternalStore`).
+ * are keyed by id, a snapshot merges into what is held, a read item never turns unread again
+ * (the server never un-reads), and `unread_count.updated` is the truth for the badge, less
+ * the optimistic reads it does not include yet. Each change makes a new state object (for
+ * `useSyncExternalStore`).
  */
 export class NotificationStore {
   private state: NotificationState = EMPTY;
   private readonly listeners = new Set<Listener>();
+  /** The last unread count the server sent (socket) or answered (REST). */
+  private serverCount = 0;
+  /** How many counts the socket delivered: tells whether a REST count was overtaken. */
+  private socketCounts = 0;
+  private readonly pending = new Set<PendingRead>();
+  /**
+   * Our reads the server has just confirmed (`notification.read`, a read item in a
+   * snapshot) whose count is not in `serverCount` yet. The server sends that count as the
+   * very next frame, or drops it when it already sent a newer one, which includes the read:
+   * either way the next frame settles them, and the badge does not bounce in between.
+   */
+  private readonly confirmedAwaitingCount = new Set<string>();
 
   getState = (): NotificationState => this.state;
 
@@ -39,7 +86,14 @@ export class NotificationStore {
     return orderedIds.map((id) => notificationsById.get(id)).filter(isItem);
   }
 
+  /** One frame from the socket. */
   apply(event: ServerEvent): void {
+    if (event.event === 'unread_count.updated') {
+      this.socketCounts += 1;
+      this.applyCount(event.payload.count);
+      return;
+    }
+    this.confirmedAwaitingCount.clear();
     switch (event.event) {
       case 'snapshot':
         this.upsert(event.payload);
@@ -48,60 +102,129 @@ export class NotificationStore {
         this.upsert([event.payload]);
         return;
       case 'notification.read':
-        this.setRead([event.payload.id]);
-        return;
-      case 'unread_count.updated':
-        // "Mark all read" sends only this count; at 0 nothing held can still be unread.
-        if (event.payload.count === 0) this.setRead([...this.state.notificationsById.keys()]);
-        this.update({ unreadCount: event.payload.count });
+        this.confirmRead(event.payload.id);
+        this.publish(withRead(this.state.notificationsById, [event.payload.id]));
         return;
       default:
+        this.publish(); // keepalive, and any event added later: it may settle the badge
         return;
     }
   }
 
-  setConnection(connection: ConnectionState): void {
-    this.update({ connection });
-  }
-
-  /** Add or replace items (from a snapshot, an event or a REST page). */
-  upsert(items: readonly NotificationItem[]): void {
-    if (items.length === 0) return;
-    const byId = new Map(this.state.notificationsById);
-    for (const item of items) byId.set(item.id, item);
-    this.update({ notificationsById: byId, orderedIds: sortNewestFirst(byId) });
+  setConnection(connection: ConnectionState, authError: UnauthorizedError | null = null): void {
+    this.update({ connection, authError });
   }
 
   /**
-   * Mark items read locally, lowering the badge by those that were unread. Returns the
-   * undo, for an optimistic update whose REST call fails.
+   * Add or replace items (from a snapshot, an event or a REST page). An item held as read
+   * stays read whatever the copy says: the copy is older, or our read is still pending.
    */
-  markReadLocally(ids: readonly string[] | 'all'): () => void {
-    const before = this.state;
-    const targets = ids === 'all' ? [...before.notificationsById.keys()] : ids;
-    const wereUnread = targets.filter((id) => before.notificationsById.get(id)?.is_read === false);
-    this.setRead(targets);
-    const unreadCount = ids === 'all' ? 0 : Math.max(0, before.unreadCount - wereUnread.length);
-    this.update({ unreadCount });
-    return () => {
-      const byId = new Map(this.state.notificationsById);
-      for (const id of wereUnread) {
-        const item = byId.get(id);
-        if (item) byId.set(id, { ...item, is_read: false });
-      }
-      this.update({ notificationsById: byId, unreadCount: before.unreadCount });
-    };
+  upsert(items: readonly NotificationItem[]): void {
+    if (items.length === 0) {
+      this.publish();
+      return;
+    }
+    const byId = new Map(this.state.notificationsById);
+    for (const item of items) {
+      const heldAsRead = byId.get(item.id)?.is_read === true;
+      byId.set(item.id, heldAsRead && !item.is_read ? { ...item, is_read: true } : item);
+      if (item.is_read) this.confirmRead(item.id);
+    }
+    this.publish(byId, sortNewestFirst(byId));
   }
 
-  private setRead(ids: readonly string[]): void {
-    let byId: Map<string, NotificationItem> | null = null;
-    for (const id of ids) {
-      const item = this.state.notificationsById.get(id);
-      if (!item || item.is_read) continue;
-      byId ??= new Map(this.state.notificationsById);
-      byId.set(id, { ...item, is_read: true });
+  /**
+   * Show items read at once (`'all'`: every held item, and a badge of 0) while the REST call
+   * runs; settle the returned read with the call's outcome.
+   */
+  markReadLocally(ids: readonly string[] | 'all'): OptimisticRead {
+    const byId = this.state.notificationsById;
+    const targets = (ids === 'all' ? [...byId.keys()] : ids).filter((id) => byId.has(id));
+    const read: PendingRead = {
+      targets,
+      unconfirmed: new Set(targets.filter((id) => byId.get(id)?.is_read === false)),
+      all: ids === 'all',
+      countArrived: false,
+      committed: false,
+    };
+    this.pending.add(read);
+    this.publish(withRead(byId, read.unconfirmed));
+    return { commit: () => this.commitRead(read), rollBack: () => this.rollBackRead(read) };
+  }
+
+  /**
+   * Ask the server for the count (REST), for when no socket count will settle the badge.
+   * A socket count that arrives meanwhile wins: socket counts come in order and each later
+   * change sends another, while nothing would correct a REST answer that is older.
+   */
+  async refreshUnreadCount(fetchCount: () => Promise<number>): Promise<void> {
+    const socketCountsBefore = this.socketCounts;
+    const count = await fetchCount();
+    if (this.socketCounts !== socketCountsBefore || !Number.isInteger(count) || count < 0) return;
+    this.applyCount(count);
+  }
+
+  private applyCount(count: number): void {
+    this.serverCount = count;
+    this.confirmedAwaitingCount.clear();
+    for (const read of this.pending) {
+      read.countArrived = true;
+      if (count === 0) {
+        read.unconfirmed.clear();
+        read.all = false;
+      }
+      // The server answered before this count was sent, so it includes the read.
+      if (read.committed) this.pending.delete(read);
     }
-    if (byId) this.update({ notificationsById: byId });
+    const byId = this.state.notificationsById;
+    // "Mark all read" sends only this count; at 0 nothing held can still be unread.
+    this.publish(count === 0 ? withRead(byId, [...byId.keys()]) : byId);
+  }
+
+  /** The server says `id` is read: none of our reads may roll it back any more. */
+  private confirmRead(id: string): void {
+    for (const read of this.pending) {
+      if (read.unconfirmed.delete(id)) this.confirmedAwaitingCount.add(id);
+    }
+  }
+
+  private commitRead(read: PendingRead): boolean {
+    if (!this.pending.has(read)) return false;
+    const byId = this.state.notificationsById;
+    // Every target is read on the server now, even one a concurrent failed call unread again.
+    for (const id of read.targets) if (byId.get(id)?.is_read === false) read.unconfirmed.add(id);
+    read.committed = true;
+    const awaitingCount = read.all || read.unconfirmed.size > 0;
+    if (!awaitingCount) this.pending.delete(read);
+    this.publish(withRead(byId, read.targets));
+    return awaitingCount;
+  }
+
+  private rollBackRead(read: PendingRead): boolean {
+    if (!this.pending.delete(read)) return false;
+    this.publish(withUnread(this.state.notificationsById, read.unconfirmed));
+    // Without a count since the read began, the server may have applied it all the same
+    // (a proxy's 504): the badge cannot tell, only the server can.
+    return !read.countArrived;
+  }
+
+  /** Make `unreadCount` follow the server's count and the pending reads. */
+  private publish(
+    notificationsById: ReadonlyMap<string, NotificationItem> = this.state.notificationsById,
+    orderedIds: readonly string[] = this.state.orderedIds,
+  ): void {
+    this.update({ notificationsById, orderedIds, unreadCount: this.badge(notificationsById) });
+  }
+
+  private badge(byId: ReadonlyMap<string, NotificationItem>): number {
+    // A pending mark-all-read reads everything the server counts; what shows unread arrived
+    // since (and the server's count of 0, when it comes, reads that too).
+    if ([...this.pending].some((read) => read.all)) {
+      return [...byId.values()].filter((item) => !item.is_read).length;
+    }
+    const notCounted = new Set(this.confirmedAwaitingCount);
+    for (const read of this.pending) for (const id of read.unconfirmed) notCounted.add(id);
+    return Math.max(0, this.serverCount - notCounted.size);
   }
 
   private update(change: Partial<NotificationState>): void {
@@ -116,6 +239,36 @@ export class NotificationStore {
 
 function isItem(item: NotificationItem | undefined): item is NotificationItem {
   return item !== undefined;
+}
+
+/** `byId` with `ids` read; the same map when none changes. */
+function withRead(
+  byId: ReadonlyMap<string, NotificationItem>,
+  ids: Iterable<string>,
+): ReadonlyMap<string, NotificationItem> {
+  return withReadState(byId, ids, true);
+}
+
+function withUnread(
+  byId: ReadonlyMap<string, NotificationItem>,
+  ids: Iterable<string>,
+): ReadonlyMap<string, NotificationItem> {
+  return withReadState(byId, ids, false);
+}
+
+function withReadState(
+  byId: ReadonlyMap<string, NotificationItem>,
+  ids: Iterable<string>,
+  isRead: boolean,
+): ReadonlyMap<string, NotificationItem> {
+  let changed: Map<string, NotificationItem> | null = null;
+  for (const id of ids) {
+    const item = byId.get(id);
+    if (!item || item.is_read === isRead) continue;
+    changed ??= new Map(byId);
+    changed.set(id, { ...item, is_read: isRead });
+  }
+  return changed ?? byId;
 }
 
 /** `created_at` to a sortable key: milliseconds, then the microseconds Date drops. */

@@ -34,8 +34,17 @@ export type GetToken = (options: { refresh: boolean }) => Promise<string> | stri
 
 /**
  * `connecting`: opening, no snapshot yet. `open`: snapshot received, live.
- * `reconnecting`: waiting to retry. `stopped`: the server refused us for good (4403) or
- * closed the oldest tab (4429); a visible tab or an online event tries again.
+ * `reconnecting`: waiting to retry (after a close, a silent socket or going offline).
+ * `stopped`: the server refused us for good (4403) or closed the oldest tab (4429); a
+ * visible tab or an online event tries again. `unauthorized`: a freshly fetched token was
+ * refused, or `getToken` threw; nothing reconnects until `retryNow()`.
  * `closed`: `close()` was called.
  */
-export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'stopped' | 'closed';
+export type ConnectionState =
+  | 'idle'
+  | 'connecting'
+  | 'open'
+  | 'reconnecting'
+  | 'stopped'
+  | 'unauthorized'
+  | 'closed';

@@ -67,7 +67,7 @@ export class FakeLifecycle implements PageLifecycle {
     return this.visible;
   }
 
-  emit(type: 'online' | 'visibilitychange'): void {
+  emit(type: 'online' | 'offline' | 'visibilitychange'): void {
     for (const listener of this.listeners.get(type) ?? []) listener();
   }
 }

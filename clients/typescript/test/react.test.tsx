@@ -11,12 +11,17 @@ import { FakeWebSocket, item } from './fakes.js';
 let latest: UseNotifications | undefined;
 let rerender: () => void = () => undefined;
 let tokenCalls = 0;
+let signedOut = false;
 
 function Bell() {
   const [renders, setRenders] = useState(0);
   rerender = () => setRenders((n) => n + 1);
   // A new getToken function on every render, as an inline arrow would be.
-  latest = useNotifications('http://x', () => `token-${renders}-${++tokenCalls}`, {
+  const getToken = () => {
+    if (signedOut) throw new Error('no session');
+    return `token-${renders}-${++tokenCalls}`;
+  };
+  latest = useNotifications('http://x', getToken, {
     socket: { createWebSocket: (url) => new FakeWebSocket(url) },
     fetch: async () => new Response('{}', { status: 200 }),
   });
@@ -31,6 +36,7 @@ let root: ReturnType<typeof createRoot>;
 beforeEach(() => {
   FakeWebSocket.created = [];
   tokenCalls = 0;
+  signedOut = false;
   container = document.createElement('div');
   root = createRoot(container);
 });
@@ -100,5 +106,20 @@ describe('useNotifications', () => {
     await act(async () => await latest?.markRead(held.id));
     expect(latest?.unreadCount).toBe(0);
     expect(latest?.items[0]?.is_read).toBe(true);
+  });
+
+  it('tells signed out from offline, and retryNow() reconnects', async () => {
+    signedOut = true;
+    act(() => root.render(<Bell />));
+    await settle();
+    expect(latest?.connection).toBe('unauthorized');
+    expect(latest?.authError?.reason).toBe('token_unavailable');
+    expect(FakeWebSocket.created).toHaveLength(0);
+    signedOut = false;
+    act(() => latest?.retryNow());
+    await settle();
+    expect(FakeWebSocket.created).toHaveLength(1);
+    expect(latest?.connection).toBe('connecting');
+    expect(latest?.authError).toBeNull();
   });
 });

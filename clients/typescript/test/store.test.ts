@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
+import type { NotificationItem } from '../src/types.js';
+
 import { NotificationStore } from '../src/store.js';
 import { item } from './fakes.js';
 
@@ -72,12 +74,222 @@ describe('NotificationStore', () => {
     const read = item({ is_read: true });
     store.apply({ event: 'snapshot', payload: [unread, read] });
     store.apply({ event: 'unread_count.updated', payload: { count: 4 } });
-    const undo = store.markReadLocally([unread.id, read.id]);
+    const pending = store.markReadLocally([unread.id, read.id]);
     expect(store.getState().unreadCount).toBe(3);
     expect(store.items().every((i) => i.is_read)).toBe(true);
-    undo();
+    pending.rollBack();
     expect(store.getState().unreadCount).toBe(4);
     expect(store.items().find((i) => i.id === unread.id)?.is_read).toBe(false);
     expect(store.items().find((i) => i.id === read.id)?.is_read).toBe(true);
+  });
+});
+
+/** A store holding `unread.length` unread items and that count, as after a connect. */
+function holding(...unread: NotificationItem[]) {
+  const store = new NotificationStore();
+  store.apply({ event: 'snapshot', payload: unread });
+  store.apply({ event: 'unread_count.updated', payload: { count: unread.length } });
+  const isRead = (held: NotificationItem) => store.getState().notificationsById.get(held.id)?.is_read;
+  const badge = () => store.getState().unreadCount;
+  return { store, isRead, badge };
+}
+
+const readEvent = (held: NotificationItem) =>
+  ({ event: 'notification.read', payload: { id: held.id, is_read: true } }) as const;
+const countEvent = (count: number) => ({ event: 'unread_count.updated', payload: { count } }) as const;
+const keepalive = { event: 'keepalive', payload: {} } as const;
+
+describe('NotificationStore optimistic reads', () => {
+  it('a failed read after another read was confirmed keeps the newer count (A fails, B confirmed)', () => {
+    const [a, b, c] = [item(), item(), item()];
+    const { store, isRead, badge } = holding(a, b, c);
+    const readA = store.markReadLocally([a.id]);
+    store.markReadLocally([b.id]);
+    expect(badge()).toBe(1);
+    store.apply(readEvent(b));
+    store.apply(countEvent(2));
+    expect(badge()).toBe(1); // A is still pending: the server's 2 does not include it
+    expect(readA.rollBack()).toBe(false); // a count arrived since: no need to ask the server
+    expect(badge()).toBe(2);
+    expect([isRead(a), isRead(b), isRead(c)]).toEqual([false, true, false]);
+  });
+
+  it('a failed call whose read the socket confirmed keeps the item read (a proxy 504)', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    store.apply(readEvent(a));
+    store.apply(countEvent(1));
+    expect(read.rollBack()).toBe(false);
+    expect(isRead(a)).toBe(true);
+    expect(badge()).toBe(1);
+  });
+
+  it('a failed call with no count since asks for one, and takes the REST answer', async () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    expect(read.rollBack()).toBe(true);
+    expect(isRead(a)).toBe(false);
+    await store.refreshUnreadCount(async () => 1); // the server did commit it
+    expect(badge()).toBe(1);
+    store.apply(readEvent(a)); // its event, late
+    expect(isRead(a)).toBe(true);
+  });
+
+  it('a REST count that a socket count overtook is dropped', async () => {
+    const { store, badge } = holding(item(), item());
+    let answer: (count: number) => void = () => undefined;
+    const refreshing = store.refreshUnreadCount(() => new Promise((resolve) => (answer = resolve)));
+    store.apply(countEvent(3));
+    answer(2);
+    await refreshing;
+    expect(badge()).toBe(3);
+  });
+
+  it('a failed mark-all-read restores the items and takes the count that arrived meanwhile', () => {
+    const [a, b] = [item(), item()];
+    const { store, badge } = holding(a, b);
+    const readAll = store.markReadLocally('all');
+    expect(badge()).toBe(0);
+    const c = item();
+    store.apply({ event: 'notification.created', payload: c });
+    store.apply(countEvent(3));
+    expect(badge()).toBe(1); // what shows unread: the new item
+    expect(readAll.rollBack()).toBe(false);
+    expect(badge()).toBe(3);
+    expect(store.items().filter((i) => !i.is_read)).toHaveLength(3);
+  });
+
+  it('a count of 0 after the call started confirms every pending read', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    const readAll = store.markReadLocally('all');
+    store.apply(countEvent(0));
+    expect(readAll.rollBack()).toBe(false);
+    expect([isRead(a), isRead(b)]).toEqual([true, true]);
+    expect(badge()).toBe(0);
+  });
+
+  it('a count that does not include a pending read does not raise the badge', () => {
+    const [a, b] = [item(), item()];
+    const { store, badge } = holding(a, b);
+    store.markReadLocally([a.id]);
+    const c = item();
+    store.apply({ event: 'notification.created', payload: c });
+    store.apply(countEvent(3)); // A, B, C unread on the server: ours is still on its way
+    expect(badge()).toBe(2);
+  });
+
+  it('the badge holds still from notification.read to its count', () => {
+    const [a, b] = [item(), item()];
+    const { store, badge } = holding(a, b);
+    store.markReadLocally([a.id]);
+    const seen: number[] = [];
+    store.subscribe(() => seen.push(badge()));
+    store.apply(readEvent(a));
+    store.apply(countEvent(1));
+    expect(badge()).toBe(1);
+    expect(seen.filter((count) => count !== 1)).toEqual([]);
+  });
+
+  it('a confirmed read whose count the server dropped as stale settles at the next frame', () => {
+    const [a, b, c] = [item(), item(), item()];
+    const { store, badge } = holding(a, b);
+    store.markReadLocally([a.id]);
+    // A newer change overtook our read: its count already leaves A out.
+    store.apply({ event: 'notification.created', payload: c });
+    store.apply(countEvent(2));
+    store.apply(readEvent(a));
+    store.apply(keepalive);
+    expect(badge()).toBe(2);
+  });
+
+  it('a committed read waits for a count that includes it, then takes that count', () => {
+    const [a, b] = [item(), item()];
+    const { store, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    expect(read.commit()).toBe(true); // the answer beat its events to the tab
+    expect(badge()).toBe(1);
+    store.apply(readEvent(a));
+    store.apply(countEvent(1));
+    expect(badge()).toBe(1);
+    store.apply(countEvent(4));
+    expect(badge()).toBe(4);
+  });
+
+  it('a committed read of an item the server had already read settles with the REST count', async () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    store.apply(countEvent(1)); // A was read elsewhere while this tab held an old copy
+    const read = store.markReadLocally([a.id]);
+    expect(badge()).toBe(0);
+    expect(read.commit()).toBe(true);
+    await store.refreshUnreadCount(async () => 1);
+    expect(badge()).toBe(1);
+    expect(isRead(a)).toBe(true);
+  });
+
+  it('a read needs no count when its events arrived before the answer', () => {
+    const [a, b] = [item(), item()];
+    const { store, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    store.apply(readEvent(a));
+    store.apply(countEvent(1));
+    expect(read.commit()).toBe(false);
+    expect(badge()).toBe(1);
+  });
+
+  it('a success reads the item again after a concurrent failure unread it', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead } = holding(a, b);
+    const failing = store.markReadLocally([a.id]);
+    const succeeding = store.markReadLocally([a.id]);
+    failing.rollBack();
+    expect(isRead(a)).toBe(false);
+    expect(succeeding.commit()).toBe(true);
+    expect(isRead(a)).toBe(true);
+  });
+
+  it('a snapshot that shows a pending read as done confirms it', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    store.apply({ event: 'snapshot', payload: [{ ...a, is_read: true }, b] });
+    store.apply(countEvent(1));
+    read.rollBack();
+    expect(isRead(a)).toBe(true);
+    expect(badge()).toBe(1);
+  });
+});
+
+describe('NotificationStore read is sticky', () => {
+  it('notification.created for an item held as read keeps it read', () => {
+    const a = item();
+    const { store, isRead } = holding(a);
+    store.apply(readEvent(a));
+    store.apply({ event: 'notification.created', payload: { ...a, message: 'again' } });
+    expect(isRead(a)).toBe(true);
+    expect(store.items()[0]?.message).toBe('again');
+  });
+
+  it('a snapshot or a REST page with an older unread copy keeps it read', () => {
+    const a = item();
+    const { store, isRead } = holding(a);
+    store.apply(readEvent(a));
+    store.apply({ event: 'snapshot', payload: [a] });
+    expect(isRead(a)).toBe(true);
+    store.upsert([a]);
+    expect(isRead(a)).toBe(true);
+  });
+
+  it('an item read optimistically stays read through a snapshot until the call fails', () => {
+    const a = item();
+    const { store, isRead } = holding(a);
+    const read = store.markReadLocally([a.id]);
+    store.apply({ event: 'snapshot', payload: [a] }); // a reconnect before the server commits
+    expect(isRead(a)).toBe(true);
+    read.rollBack();
+    expect(isRead(a)).toBe(false);
   });
 });
