@@ -105,6 +105,28 @@ async def test_a_user_named_k_times_gets_k_consecutive_versions_and_its_unread_c
         await engine.dispose()
 
 
+@pytest.mark.parametrize("database", DATABASES)
+async def test_versions_of_every_user_of_a_full_process_are_read_at_once(
+    database_urls: dict[str, str], tmp_path: Path, database: str
+) -> None:
+    """The sweep asks for every user with a socket on the process: 50,000 at most by
+    default, more than some SQLite builds bind in one statement."""
+    engine = await migrated_engine(database_urls, tmp_path, database)
+    known = f"known-{tmp_path.name}"
+    try:
+        sessions = store.create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            await store.add_notifications(session, new_rows([known, known]))
+        loader = notifications.SnapshotLoader(sessions, size=20)
+        users = [f"user-{i}-{tmp_path.name}" for i in range(50_000)] + [known]
+        versions = await loader.versions(users)
+        assert len(versions) == 50_001
+        assert versions[known] == 2
+        assert set(versions.values()) == {0, 2}
+    finally:
+        await engine.dispose()
+
+
 def new_rows(user_ids: list[str], *, read: tuple[int, ...] = ()) -> list[NewNotification]:
     """One row per entry of ``user_ids``; the rows at the positions in ``read`` are read."""
     now = datetime.now(UTC)

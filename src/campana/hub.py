@@ -430,6 +430,8 @@ class Hub:
         self._loops: list[asyncio.Task[None]] = []
         self._socket_count = 0
         self._all_detached = asyncio.Event()
+        # One bound method for every connection, not one each (memory per idle socket).
+        self._request_reload: RequestReload = self._reload
 
     @property
     def socket_count(self) -> int:
@@ -491,7 +493,7 @@ class Hub:
             metrics.sockets_refused.labels("process_full").inc()
             socket.close_with(CLOSE_TRY_AGAIN_LATER)
             return None
-        connection = Connection(socket, user_id, self._limits, expires_at, self._reload)
+        connection = Connection(socket, user_id, self._limits, expires_at, self._request_reload)
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
+    Executable,
     Row,
     String,
     Table,
@@ -135,18 +136,29 @@ _BADGES_PG = text(
 )
 
 
+# SQLite binds each value of an IN list as a parameter of its own, and a build may cap a
+# statement's parameters (32,766 by default; Debian's allows 250,000).
+_SQLITE_IN_LIMIT = 10_000
+
+
 async def badges(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, Badge]:
     """Each user's current version and unread count; a user never seen has 0 and 0."""
     found = dict.fromkeys(user_ids, NO_BADGE)
+    wanted = list(found)
     if _dialect(session) == "postgresql":
-        result = await session.execute(_BADGES_PG, {"user_ids": list(found)})
+        statements: list[tuple[Executable, dict[str, Any]]] = [(_BADGES_PG, {"user_ids": wanted})]
     else:
-        result = await session.execute(
-            select(user_versions.c.user_id, user_versions.c.version, user_versions.c.unread).where(
-                user_versions.c.user_id.in_(user_ids)
+        columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
+        statements = [
+            (select(*columns).where(user_versions.c.user_id.in_(part)), {})
+            for part in (
+                wanted[start : start + _SQLITE_IN_LIMIT]
+                for start in range(0, len(wanted), _SQLITE_IN_LIMIT)
             )
-        )
-    found.update({user_id: Badge(version, unread) for user_id, version, unread in result})
+        ]
+    for statement, parameters in statements:
+        result = await session.execute(statement, parameters)
+        found.update({user_id: Badge(version, unread) for user_id, version, unread in result})
     return found
 
 
