@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -257,6 +258,33 @@ async def test_a_publish_lost_on_its_way_to_redis_still_reaches_the_other_instan
         await proxy.close()
 
 
+async def test_a_tab_opened_while_its_instance_connects_to_redis_gets_live_events(
+    servers: ServerPool, spare_redis: RedisServer, user: str
+) -> None:
+    """The tab's user is wanted while the subscriber's connection is being made: the
+    subscription must include it, or its live events stop at this instance for good."""
+    proxy = await TcpProxy("127.0.0.1", spare_redis.port).start()
+    try:
+        proxy.stall()  # the subscriber's handshake hangs from the start
+        [server] = await start_cluster(servers, [proxy.url_for(spare_redis.url)], sweep_seconds=300)
+        async with open_tabs(user, server) as tabs:
+            proxy.restore()
+            # The instance reaches Redis and resends the state to its tab.
+            await until(lambda: tabs[0].view.snapshots >= 2, 10)
+            since = time.monotonic()
+            await server.send(user, "after the instance reached Redis")
+            await converge(
+                "a tab opened while its instance connected to Redis",
+                tabs,
+                server,
+                user,
+                since=since,
+                within=2.0,
+            )
+    finally:
+        await proxy.close()
+
+
 async def test_a_change_committed_by_a_process_that_died_before_publishing_reaches_every_tab(
     servers: ServerPool, user: str
 ) -> None:
@@ -326,11 +354,16 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
                     "/api/v1/notifications/unread-count", headers=server.auth(user)
                 ),
                 "read": server.mark_read(user, seed["id"]),
-                "create": server.http.post(
-                    "/api/v1/notifications/",
-                    json={"user_id": user, "type": "GENERIC_INFO", "message": "lost?"},
-                    headers=server.producer,
-                ),
+                # Several at once: they share one transaction, and each must get its 503
+                # after one timeout, not one after another.
+                **{
+                    f"create-{i}": server.http.post(
+                        "/api/v1/notifications/",
+                        json={"user_id": user, "type": "GENERIC_INFO", "message": f"lost? {i}"},
+                        headers=server.producer,
+                    )
+                    for i in range(5)
+                },
             }
             started = time.monotonic()
             answers = dict(zip(calls, await asyncio.gather(*calls.values()), strict=True))
@@ -357,6 +390,51 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
 
 def logs_of(*servers: Server) -> str:
     return "".join(server.log_path.read_text() for server in servers if server.log_path)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "refusal"),
+    [
+        ("57P03", "the database system is starting up"),
+        ("57P01", "terminating connection due to administrator command"),
+        ("53300", "sorry, too many clients already"),
+    ],
+)
+async def test_a_postgresql_that_refuses_sessions_for_now_is_a_503(
+    servers: ServerPool, user: str, sqlstate: str, refusal: str
+) -> None:
+    """What PostgreSQL answers while it restarts, fails over or is full."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            (length,) = struct.unpack("!I", await reader.readexactly(4))
+            body = await reader.readexactly(length - 4)
+            if body[:4] == struct.pack("!I", 80877103):  # SSLRequest: no
+                writer.write(b"N")
+                continue
+            fields = b"".join(
+                kind + value.encode() + b"\0"
+                for kind, value in ((b"S", "FATAL"), (b"C", sqlstate), (b"M", refusal))
+            )
+            writer.write(b"E" + struct.pack("!I", len(fields) + 5) + fields + b"\0")
+            writer.close()
+            return
+
+    fake = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = fake.sockets[0].getsockname()[1]
+    try:
+        server = await servers.start(
+            "postgresql",
+            "inprocess",
+            database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/test",
+        )
+        answer = await server.http.get(
+            "/api/v1/notifications/unread-count", headers=server.auth(user)
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "database_unavailable"
+    finally:
+        fake.close()
 
 
 async def until_ok(call: Callable[[], Any], *, timeout: float) -> None:

@@ -36,9 +36,8 @@ LIMITS = SocketLimits(rate_per_second=5, burst=20, send_queue_size=64, per_user=
 class RecordingSocket:
     """A socket that takes every frame and keeps what a tab would receive."""
 
-    writable = True
-
     def __init__(self) -> None:
+        self.writable = True
         self.frames: list[dict[str, Any]] = []
         self.closed_with: int | None = None
 
@@ -163,8 +162,11 @@ async def test_a_live_event_during_a_reload_follows_the_snapshot_read_before_it(
     assert socket.events == ["snapshot", "unread_count.updated"]
     state.release()
     await settle()
-    assert socket.events[2:] == ["snapshot", "notification.read", "unread_count.updated"]
-    assert counts(socket) == [1, 2]
+    assert socket.events[2:] == [
+        *("snapshot", "unread_count.updated"),
+        *("notification.read", "unread_count.updated"),
+    ]
+    assert counts(socket) == [1, 1, 2]
 
 
 async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
@@ -182,13 +184,18 @@ async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
     assert connection.phase is Phase.LIVE
 
 
-async def test_an_event_the_tab_already_has_is_dropped(hub: Hub, state: UserState) -> None:
+async def test_an_event_sent_already_is_dropped_and_a_count_never_repeats(
+    hub: Hub, state: UserState
+) -> None:
     state.versions["u"] = 3
     connection, socket = await open_tab(hub)
-    hub.deliver(created(3))  # inside the snapshot already
+    hub.deliver(created(3))  # its item is in the snapshot: a duplicate the contract allows
     hub.deliver(created(4))
     hub.deliver(created(4))  # delivered twice (a publish retried after a timeout)
-    assert socket.events[2:] == ["notification.created", "unread_count.updated"]
+    assert socket.events[2:] == [
+        "notification.created",
+        *("notification.created", "unread_count.updated"),
+    ]
     assert counts(socket) == [3, 4]
     assert connection.version == 4
 
@@ -215,7 +222,9 @@ async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
     hub.deliver(created(2))  # version 1 was lost with its publish
     await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
     assert state.loads == 2
-    assert socket.events[2:] == ["snapshot", "unread_count.updated"]  # version 2 is inside
+    # The snapshot holds version 2; its event follows all the same (a snapshot holds only
+    # the newest items), its count does not.
+    assert socket.events[2:] == ["snapshot", "unread_count.updated", "notification.created"]
     assert counts(socket) == [0, 2]
     assert connection.phase is Phase.LIVE
 
@@ -274,7 +283,8 @@ async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep
     state.versions["u"] = 2
     assert await hub.sweep() == 1
     await settle()
-    assert socket.events[4:] == ["snapshot"]  # its count is the one the tab holds
+    assert socket.events[4:] == ["snapshot", "unread_count.updated"]
+    assert counts(socket) == [0, 2, 2]  # a count after every snapshot, never an older one
     assert not connection.is_behind(2)
 
 
@@ -291,3 +301,93 @@ async def test_a_reload_asked_for_while_one_is_read_reads_again(hub: Hub, state:
     await settle()
     assert state.loads == 3
     assert counts(socket) == [0, 3]
+
+
+def snapshot_versions(socket: RecordingSocket) -> list[int]:
+    return [f["payload"][0]["v"] for f in socket.frames if f["event"] == "snapshot"]
+
+
+async def test_a_snapshot_queued_behind_a_paused_transport_never_follows_a_newer_one(
+    hub: Hub, state: UserState
+) -> None:
+    connection, socket = await open_tab(hub)
+    socket.writable = False  # the client stopped reading for a moment
+    state.versions["u"] = 1
+    hub.resync()
+    await settle()  # snapshot 1 and its count wait on the transport
+    state.versions["u"] = 2
+    hub.resync()
+    await settle()  # snapshot 2 goes in front of them
+    socket.writable = True
+    connection.flush()  # resume_writing
+    assert snapshot_versions(socket) == [0, 2]
+    assert counts(socket) == [0, 2]
+
+
+async def test_a_sweep_leaves_alone_a_tab_whose_frames_wait_on_its_transport(
+    hub: Hub, state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "SWEEP_GRACE_SECONDS", 0.05)
+    connection, socket = await open_tab(hub)
+    socket.writable = False
+    state.versions["u"] = 1
+    hub.deliver(created(1))
+    assert await hub.sweep() == 0
+    socket.writable = True
+    connection.flush()
+    assert counts(socket) == [0, 1]
+    assert state.loads == 1
+
+
+async def test_a_first_snapshot_that_cannot_be_read_closes_the_socket_with_1011(
+    hub: Hub, state: UserState
+) -> None:
+    """Even when the first read was superseded (the broker came back meanwhile) and the
+    second failed: a tab never goes live without its opening frames."""
+    state.hold()
+    socket = RecordingSocket()
+    connection = hub.attach(socket, user_id="u", expires_at=time.time() + 3600)
+    assert connection is not None
+    OPENED.setdefault(hub, []).append(connection)
+    opening = asyncio.ensure_future(hub.open(connection))
+    await settle()
+    hub.resync()
+
+    async def unreachable(user_id: str) -> list[Event]:
+        raise OSError("database unreachable")
+
+    state.load = unreachable  # type: ignore[method-assign]
+    state.release()
+    await opening
+    await settle()
+    assert socket.closed_with == 1011
+    assert socket.events == []
+
+
+async def test_a_burst_while_waiting_for_a_version_reloads_instead_of_closing(
+    hub: Hub, state: UserState
+) -> None:
+    connection, socket = await open_tab(hub)
+    hub.deliver(created(2))  # version 1 is missing: what follows waits
+    for version in range(3, 3 + LIMITS.send_queue_size):
+        hub.deliver(created(version))
+    state.versions["u"] = 2 + LIMITS.send_queue_size
+    await settle()
+    assert socket.closed_with is None
+    assert counts(socket) == [0, 2 + LIMITS.send_queue_size]
+    assert connection.phase is Phase.LIVE
+
+
+async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
+    hub: Hub, state: UserState
+) -> None:
+    """More changes than a snapshot holds arrive during the wait: the reload's snapshot
+    shows the newest, and the events of the others still follow it."""
+    _, socket = await open_tab(hub)
+    for version in range(2, 27):  # version 1 was lost with its publish
+        hub.deliver(created(version))
+    state.versions["u"] = 26
+    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    ids = {f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"}
+    assert ids == {f"item-{version}" for version in range(2, 27)}
+    assert counts(socket)[-1] == 26

@@ -248,26 +248,27 @@ class RedisBroker:
         while True:
             pubsub = self._subscriber.pubsub()
             try:
-                channels = [
-                    *(_channel(u) for u in self._wanted),
-                    BATCH_CHANNEL,
-                    self._process_channel,
-                ]
-                await pubsub.subscribe(*channels)
-                self._pubsub = pubsub
+                await self._subscribe_wanted(pubsub)
+                self._pubsub = pubsub  # from here on, a new user subscribes by itself
                 if connected_before:
                     metrics.broker_reconnects.inc()
                     logger.warning("broker connection is back; resending state to sockets")
                 # Sockets attached while the broker was away missed what was published
-                # meanwhile. Resync once Redis confirms the last channel, so that none can
-                # miss a PUBLISH after its fresh snapshot.
+                # meanwhile. Redis confirms subscriptions in order: once it confirms this
+                # last one, it routes every channel above, and each socket's fresh state
+                # is read after that, so none can miss a PUBLISH.
                 self._resync_pending = True
+                await pubsub.subscribe(self._process_channel)
                 connected_before = True
                 delay = BACKOFF_FIRST_SECONDS
                 while True:
                     message = await pubsub.get_message(timeout=None)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    try:
                         self._handle(message)
+                    except Exception:  # a bug in delivery must not end every delivery
+                        logger.exception("handling a broker message failed")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as error:
@@ -279,6 +280,16 @@ class RedisBroker:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
             delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    async def _subscribe_wanted(self, pubsub: PubSub) -> None:
+        """Subscribe every user wanted, including those who arrive meanwhile: while the
+        connection is being made they find none to subscribe on (``subscribe``)."""
+        subscribed: set[bytes] = set()
+        channels = {BATCH_CHANNEL, *(_channel(u) for u in self._wanted)}
+        while channels:
+            await pubsub.subscribe(*channels)
+            subscribed |= channels
+            channels = {_channel(u) for u in self._wanted} - subscribed
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -46,8 +46,9 @@ class InvalidRequest(CampanaError):
 
 
 class DatabaseUnavailable(CampanaError):
-    """The database could not be reached or did not answer in time: nothing was changed
-    that the caller does not see (a create is retried safely with its idempotency key)."""
+    """The database could not be reached or did not answer in time. Nothing was written,
+    unless the connection broke during the commit itself, whose outcome no one knows:
+    a create is retried safely with its idempotency key."""
 
     status_code = 503
     code = "database_unavailable"

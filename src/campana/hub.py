@@ -147,14 +147,17 @@ class Connection:
     """One open socket of a user, as the hub sees it.
 
     Frames go straight to the transport. They queue while the socket's state loads, while
-    a missing version is awaited, or while the transport is paused; a socket whose queue
-    is full is closed with 1013, and its snapshot restores the state when it reconnects.
+    a missing version is awaited, or while the transport is paused. A socket whose queue
+    fills while its transport is paused is closed with 1013 (its snapshot restores the
+    state when it reconnects); one whose queue fills while it waits for a version or its
+    state is dropped by the state read that follows.
 
-    ``_version`` is the version of the state the tab holds (its last snapshot or count);
-    ``_top`` the newest version it was sent, which only runs ahead of ``_version`` between
-    the events of one change and their count. An event not newer than ``_version`` is one
-    the tab has: dropped, so neither a duplicate nor a late count moves the badge back. An
-    event more than one past ``_top`` means one went missing.
+    Three versions say what the tab has. ``_version``: the state it holds (its last
+    snapshot or count); a count not newer is dropped, so the badge never moves back.
+    ``_seen``: the newest change whose events it was sent one by one; an event not newer
+    is a duplicate and dropped. ``_top``: the newest version it holds either way; an event
+    more than one past it means one went missing. Events between ``_seen`` and a snapshot
+    are still sent after it: a snapshot holds only the newest items, not every change.
     """
 
     __slots__ = (
@@ -167,6 +170,7 @@ class Connection:
         "_queue_size",
         "_reload_again",
         "_request_reload",
+        "_seen",
         "_top",
         "_version",
         "keepalive_slot",
@@ -190,6 +194,7 @@ class Connection:
         self._bucket = _TokenBucket(limits.rate_per_second, limits.burst)
         self._phase = Phase.LOADING
         self._version = -1
+        self._seen = -1
         self._top = -1
         # True once events went out past a missing version (its reload failed): the tab may
         # lack something its version does not show, so the next sweep reloads it.
@@ -264,20 +269,26 @@ class Connection:
             self._reload_again = False
             self._request_reload(self, "again")
             return 0
-        if events[0].version >= self._top:
-            self._queue.extendleft(reversed(events))
+        self._queue.extendleft(reversed(events))
         self._behind = False
         self._phase = Phase.LIVE
         return self.flush()
 
-    def reload_failed(self) -> int:
-        """The state could not be read: send what queued anyway, and let the sweep retry."""
+    def reload_failed(self) -> None:
+        """The state could not be read: send what queued anyway, and let the sweep retry.
+
+        A socket that never had its first snapshot is closed (1011) instead, as when its
+        opening read fails: its client reconnects and tries again.
+        """
         if self._phase is not Phase.LOADING:
-            return 0
+            return
+        if self._version < 0:
+            self.close(CLOSE_INTERNAL_ERROR)
+            return
         self._behind = True
         self._reload_again = False
         self._phase = Phase.LIVE
-        return self.flush()
+        self.flush()
 
     def reload(self, reason: str) -> None:
         """Read the socket's state again (events may have been missed)."""
@@ -289,8 +300,11 @@ class Connection:
         self._start_reload(reason)
 
     def is_behind(self, version: int) -> bool:
-        """True if the tab lacks a change up to ``version`` and no reload is under way."""
-        return self._phase is Phase.LIVE and (self._behind or self._version < version)
+        """True if the tab lacks a change up to ``version`` and nothing is on its way to it
+        (a reload, or frames queued behind a paused transport)."""
+        if self._phase is not Phase.LIVE or self._queue:
+            return False
+        return self._behind or self._version < version
 
     def flush(self) -> int:
         """Send what is queued while the transport takes it (also on resume_writing)."""
@@ -326,8 +340,16 @@ class Connection:
 
     def _enqueue(self, event: Event) -> int:
         if len(self._queue) >= self._queue_size:
-            metrics.send_queue_overflows.inc()
-            self.close(CLOSE_TRY_AGAIN_LATER)
+            if self._phase is Phase.LIVE:  # the client does not read fast enough
+                metrics.send_queue_overflows.inc()
+                self.close(CLOSE_TRY_AGAIN_LATER)
+                return 0
+            # Waiting for a version or a state: a state read after now holds it all.
+            self._queue.clear()
+            if self._phase is Phase.LOADING:
+                self._reload_again = True
+            else:
+                self._start_reload("overflow")
             return 0
         self._queue.append(event)
         if self._phase is not Phase.WAITING:
@@ -345,22 +367,32 @@ class Connection:
         return self._act_on(verdict, event)
 
     def _admit(self, event: Event) -> _Verdict:
-        """Whether the tab needs ``event`` now; moves ``_top`` and ``_version`` if so."""
+        """Whether the tab needs ``event`` now; moves the socket's versions if so."""
         name, version = event.name, event.version
         if name == KEEPALIVE:
             return _Verdict.SEND
-        if name == SNAPSHOT:  # placed in front of the queue by apply_snapshot, newest
-            self._top = max(self._top, version)
+        if name == SNAPSHOT:
+            if version < self._top:  # an older read queued behind a paused transport
+                return _Verdict.HELD
+            self._top = version
+            # Its count follows and goes out even at the version the tab holds: clients
+            # wait for a count after a snapshot.
+            self._version = min(self._version, version - 1)
             return _Verdict.SEND
         if name == USER_VERSION:
             return _Verdict.BEHIND if version > self._top else _Verdict.HELD
-        if version <= self._version:
+        if event.is_count:
+            if version <= self._version:
+                return _Verdict.HELD
+        elif version <= self._seen:
             return _Verdict.HELD
         if version > self._top + 1 and not self._behind:
             return _Verdict.GAP
         self._top = max(self._top, version)
         if event.is_count:
             self._version = version
+        else:
+            self._seen = max(self._seen, version)
         return _Verdict.SEND
 
     def _act_on(self, verdict: _Verdict, event: Event) -> int:
@@ -446,8 +478,10 @@ class Hub:
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Close every socket with 1012, so clients go elsewhere at once, then the broker."""
-        for loop in self._loops:
-            loop.cancel()
+        work = [*self._loops, *self._background]
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
         for group in tuple(self._by_user.values()):
             for connection in tuple(group):
                 connection.close(CLOSE_SERVICE_RESTART)
@@ -480,7 +514,7 @@ class Hub:
     def resync(self) -> None:
         """Reload every socket's state: events may have been missed (a broker outage)."""
         for group in tuple(self._by_user.values()):
-            for connection in group:
+            for connection in tuple(group):
                 connection.reload("broker")
 
     def attach(self, socket: Socket, *, user_id: str, expires_at: float) -> Connection | None:

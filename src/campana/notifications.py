@@ -286,8 +286,11 @@ class CreateBatcher:
             async with self._db.begin() as session:
                 badges = await store.add_notifications(session, rows)
         except Exception as error:
-            if len(batch) == 1:  # alone already: its caller gets the error as it is
-                _settle(batch[0], error)
+            # Alone already, or the database is away: each caller gets the error as it is
+            # (writing each alone would make the k-th caller wait k timeouts).
+            if len(batch) == 1 or store.is_unavailable(error):
+                for create in batch:
+                    _settle(create, error)
                 return
             logger.warning(
                 "a shared transaction of %d creates failed; writing each alone",

@@ -12,6 +12,7 @@ is found by the hub's sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -55,7 +56,7 @@ class Publisher:
             await self._broker.publish(events)
         except Exception as error:
             metrics.publish_failures.inc()
-            self._skip_broker = isinstance(error, BrokerTimeout)
+            self._skip_broker |= isinstance(error, BrokerTimeout)
             if not self._stale:
                 logger.warning(
                     "publishing %d events failed (%s); their users' sockets will reload once "
@@ -68,8 +69,11 @@ class Publisher:
         metrics.events_published.inc(len(events))
 
     async def close(self) -> None:
-        if self._repair is not None:
-            self._repair.cancel()
+        repair = self._repair
+        if repair is not None:
+            repair.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await repair
 
     def _mark_stale(self, events: Sequence[Event]) -> None:
         mark = next(self._marks)
@@ -84,6 +88,8 @@ class Publisher:
                 await asyncio.sleep(REPAIR_DELAY_SECONDS * random.uniform(0.5, 1.0))  # noqa: S311
                 marked = dict(self._stale)
                 try:
+                    # Asked first, so that an outage costs the database nothing.
+                    await self._broker.ping()
                     async with self._db() as session:
                         badges = await store.badges(session, list(marked))
                     await self._broker.publish(
@@ -96,6 +102,6 @@ class Publisher:
                     if self._stale.get(user_id) == mark:
                         del self._stale[user_id]
                 self._skip_broker = False
-                logger.warning("the broker took notices for %d stale users", len(marked))
+                logger.info("the broker took notices for %d stale users", len(marked))
         finally:
             self._repair = None

@@ -83,16 +83,25 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+# PostgreSQL's answers that say "not now" rather than "wrong": connection exceptions
+# (class 08), a server starting, stopping or crashed (57P01-57P03), too many clients.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def is_unavailable(error: BaseException) -> bool:
     """True if ``error`` says the database was not reached or did not answer in time.
 
     A refused or reset connection surfaces as ``OSError``, an asyncpg timeout as
     ``TimeoutError`` (an ``OSError`` too), a wait for a pooled connection as the pool's
-    timeout, a connection lost in mid-query as a DBAPI error that invalidated it.
+    timeout, a connection lost in mid-query as a DBAPI error that invalidated it, and a
+    server that refuses to start a session (restarting, full) by its SQLSTATE.
     """
     if isinstance(error, OSError | PoolTimeout):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
