@@ -60,10 +60,11 @@ class RecordingSocket:
 
 
 class UserState:
-    """What the database holds for the users; ``hold()`` makes reads wait for ``release()``."""
+    """The hub's state source over what the database holds for the users (``committed``
+    versions); ``hold()`` makes reads wait for ``release()``."""
 
     def __init__(self) -> None:
-        self.versions: dict[str, int] = {}
+        self.committed: dict[str, int] = {}
         self.loads = 0
         self._open = asyncio.Event()
         self._open.set()
@@ -75,7 +76,7 @@ class UserState:
         self._open.set()
 
     async def load(self, user_id: str) -> list[Event]:
-        version = self.versions.get(user_id, 0)  # read when the request comes, as SQL does
+        version = self.committed.get(user_id, 0)  # read when the request comes, as SQL does
         self.loads += 1
         await self._open.wait()
         return [
@@ -83,19 +84,8 @@ class UserState:
             count_event(user_id, version, version),
         ]
 
-    async def versions_of(self, user_ids: Sequence[str]) -> dict[str, int]:
-        return {user_id: self.versions.get(user_id, 0) for user_id in user_ids}
-
-
-class _Source:
-    def __init__(self, state: UserState) -> None:
-        self._state = state
-
-    def load(self, user_id: str) -> Any:
-        return self._state.load(user_id)
-
     async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
-        return await self._state.versions_of(user_ids)
+        return {user_id: self.committed.get(user_id, 0) for user_id in user_ids}
 
 
 @pytest.fixture
@@ -105,9 +95,7 @@ def state() -> UserState:
 
 @pytest.fixture
 async def hub(state: UserState) -> AsyncIterator[Hub]:
-    hub = Hub(
-        InProcessBroker(), _Source(state), keepalive_seconds=3600, sweep_seconds=3600, limits=LIMITS
-    )
+    hub = Hub(InProcessBroker(), state, keepalive_seconds=3600, sweep_seconds=3600, limits=LIMITS)
     await hub.start()
     yield hub
     for connection in OPENED.pop(hub, []):
@@ -152,12 +140,12 @@ async def test_a_live_event_during_a_reload_follows_the_snapshot_read_before_it(
     hub: Hub, state: UserState
 ) -> None:
     """A snapshot read before an event must not reach the tab after that event."""
-    state.versions["u"] = 1
+    state.committed["u"] = 1
     _, socket = await open_tab(hub)
     state.hold()
     hub.resync()  # the broker came back: every socket's state is read again
     await settle()  # the read has begun: it sees version 1
-    state.versions["u"] = 2
+    state.committed["u"] = 2
     hub.deliver(read(2))  # a change committed after the read began
     assert socket.events == ["snapshot", "unread_count.updated"]
     state.release()
@@ -174,7 +162,7 @@ async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
 ) -> None:
     connection, socket = await open_tab(hub)
     hub.deliver(created(1))
-    state.versions["u"] = 0  # an impossible read from the past: it must not reach the tab
+    state.committed["u"] = 0  # an impossible read from the past: it must not reach the tab
     connection.reload("test")
     await settle()
     assert socket.events == [
@@ -187,7 +175,7 @@ async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
 async def test_an_event_sent_already_is_dropped_and_a_count_never_repeats(
     hub: Hub, state: UserState
 ) -> None:
-    state.versions["u"] = 3
+    state.committed["u"] = 3
     connection, socket = await open_tab(hub)
     hub.deliver(created(3))  # its item is in the snapshot: a duplicate the contract allows
     hub.deliver(created(4))
@@ -218,7 +206,7 @@ async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
     hub: Hub, state: UserState
 ) -> None:
     connection, socket = await open_tab(hub)
-    state.versions["u"] = 2
+    state.committed["u"] = 2
     hub.deliver(created(2))  # version 1 was lost with its publish
     await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
     assert state.loads == 2
@@ -232,11 +220,11 @@ async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
 async def test_a_notice_reloads_a_tab_behind_it_and_not_one_that_is_up_to_date(
     hub: Hub, state: UserState
 ) -> None:
-    state.versions["u"] = 1
+    state.committed["u"] = 1
     _, behind = await open_tab(hub, "u")
-    state.versions["v"] = 5
+    state.committed["v"] = 5
     _, current = await open_tab(hub, "v")
-    state.versions["u"] = 4
+    state.committed["u"] = 4
     hub.deliver([version_event("u", 4), version_event("v", 5)])
     await settle()
     assert behind.events[2:] == ["snapshot", "unread_count.updated"]
@@ -249,9 +237,9 @@ async def test_the_sweep_reloads_only_tabs_behind_the_database(
     hub: Hub, state: UserState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "SWEEP_GRACE_SECONDS", 0.05)
-    state.versions.update({"up-to-date": 5, "behind": 5, "in-flight": 5})
-    tabs = {user: await open_tab(hub, user) for user in state.versions}
-    state.versions.update({"behind": 7, "in-flight": 6})  # committed, never published
+    state.committed.update({"up-to-date": 5, "behind": 5, "in-flight": 5})
+    tabs = {user: await open_tab(hub, user) for user in state.committed}
+    state.committed.update({"behind": 7, "in-flight": 6})  # committed, never published
     sweep = asyncio.ensure_future(hub.sweep())
     await settle()
     hub.deliver(created(6, "in-flight"))  # published: arrives within the grace
@@ -280,7 +268,7 @@ async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep
     assert connection.is_behind(2)  # it may lack version 1
 
     state.load = load  # type: ignore[method-assign]
-    state.versions["u"] = 2
+    state.committed["u"] = 2
     assert await hub.sweep() == 1
     await settle()
     assert socket.events[4:] == ["snapshot", "unread_count.updated"]
@@ -295,7 +283,7 @@ async def test_a_reload_asked_for_while_one_is_read_reads_again(hub: Hub, state:
     state.hold()
     connection.reload("test")
     await settle()
-    state.versions["u"] = 3  # published while the broker was away
+    state.committed["u"] = 3  # published while the broker was away
     hub.resync()
     state.release()
     await settle()
@@ -312,10 +300,10 @@ async def test_a_snapshot_queued_behind_a_paused_transport_never_follows_a_newer
 ) -> None:
     connection, socket = await open_tab(hub)
     socket.writable = False  # the client stopped reading for a moment
-    state.versions["u"] = 1
+    state.committed["u"] = 1
     hub.resync()
     await settle()  # snapshot 1 and its count wait on the transport
-    state.versions["u"] = 2
+    state.committed["u"] = 2
     hub.resync()
     await settle()  # snapshot 2 goes in front of them
     socket.writable = True
@@ -330,7 +318,7 @@ async def test_a_sweep_leaves_alone_a_tab_whose_frames_wait_on_its_transport(
     monkeypatch.setattr(hub_module, "SWEEP_GRACE_SECONDS", 0.05)
     connection, socket = await open_tab(hub)
     socket.writable = False
-    state.versions["u"] = 1
+    state.committed["u"] = 1
     hub.deliver(created(1))
     assert await hub.sweep() == 0
     socket.writable = True
@@ -371,7 +359,7 @@ async def test_a_burst_while_waiting_for_a_version_reloads_instead_of_closing(
     hub.deliver(created(2))  # version 1 is missing: what follows waits
     for version in range(3, 3 + LIMITS.send_queue_size):
         hub.deliver(created(version))
-    state.versions["u"] = 2 + LIMITS.send_queue_size
+    state.committed["u"] = 2 + LIMITS.send_queue_size
     await settle()
     assert socket.closed_with is None
     assert counts(socket) == [0, 2 + LIMITS.send_queue_size]
@@ -386,7 +374,7 @@ async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
     _, socket = await open_tab(hub)
     for version in range(2, 27):  # version 1 was lost with its publish
         hub.deliver(created(version))
-    state.versions["u"] = 26
+    state.committed["u"] = 26
     await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
     ids = {f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"}
     assert ids == {f"item-{version}" for version in range(2, 27)}

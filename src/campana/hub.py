@@ -19,6 +19,7 @@ import contextlib
 import enum
 import itertools
 import logging
+import operator
 import struct
 import time
 from collections import deque
@@ -138,6 +139,8 @@ class _Verdict(enum.Enum):
     GAP = "gap"  # a version before it is missing
     BEHIND = "behind"  # a notice says the user is past what the socket holds
 
+
+_VERSION = operator.attrgetter("version")
 
 # Connection asks the hub for its state again, saying why (a metrics label).
 RequestReload = Callable[["Connection", str], None]
@@ -277,8 +280,8 @@ class Connection:
     def reload_failed(self) -> None:
         """The state could not be read: send what queued anyway, and let the sweep retry.
 
-        A socket that never had its first snapshot is closed (1011) instead, as when its
-        opening read fails: its client reconnects and tries again.
+        A socket that never had its first snapshot is closed (1011) instead: its client
+        reconnects and tries again.
         """
         if self._phase is not Phase.LOADING:
             return
@@ -408,7 +411,7 @@ class Connection:
 
     def _fill_gap(self) -> int:
         """Go live again if what waits, in version order, now misses nothing."""
-        waiting = sorted(self._queue, key=_version_of)  # stable: a change keeps its order
+        waiting = sorted(self._queue, key=_VERSION)  # stable: a change keeps its order
         top = self._top
         for event in waiting:
             if event.name in (KEEPALIVE, USER_VERSION):
@@ -431,10 +434,6 @@ class Connection:
             self._gap_timer.cancel()
         self._phase = Phase.LOADING
         self._request_reload(self, reason)
-
-
-def _version_of(event: Event) -> int:
-    return event.version
 
 
 class Hub:
@@ -550,13 +549,7 @@ class Hub:
         if subscription is not None:
             # Every socket of the user waits for the one subscription its first started.
             await asyncio.shield(subscription)
-        try:
-            events = await self._snapshots.load(connection.user_id)
-        except Exception:
-            logger.exception("loading the snapshot for a socket failed")
-            connection.close(CLOSE_INTERNAL_ERROR)
-            return
-        connection.apply_snapshot(events)
+        await self._load(connection)  # a first read that fails closes it with 1011
 
     def detach(self, connection: Connection) -> None:
         connection.release()
@@ -610,10 +603,7 @@ class Hub:
         try:
             events = await self._snapshots.load(connection.user_id)
         except Exception as error:
-            logger.warning(
-                "reloading a socket's state failed (%s); the sweep tries again",
-                type(error).__name__,
-            )
+            logger.warning("reading a socket's state failed (%s)", type(error).__name__)
             connection.reload_failed()
             return
         connection.apply_snapshot(events)

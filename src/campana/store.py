@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
-    Executable,
     Row,
     String,
     Table,
@@ -154,20 +153,17 @@ async def badges(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, Ba
     """Each user's current version and unread count; a user never seen has 0 and 0."""
     found = dict.fromkeys(user_ids, NO_BADGE)
     wanted = list(found)
+
+    def add(rows: Iterable[AnyRow]) -> None:
+        found.update({user_id: Badge(version, unread) for user_id, version, unread in rows})
+
     if _dialect(session) == "postgresql":
-        statements: list[tuple[Executable, dict[str, Any]]] = [(_BADGES_PG, {"user_ids": wanted})]
-    else:
-        columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
-        statements = [
-            (select(*columns).where(user_versions.c.user_id.in_(part)), {})
-            for part in (
-                wanted[start : start + _SQLITE_IN_LIMIT]
-                for start in range(0, len(wanted), _SQLITE_IN_LIMIT)
-            )
-        ]
-    for statement, parameters in statements:
-        result = await session.execute(statement, parameters)
-        found.update({user_id: Badge(version, unread) for user_id, version, unread in result})
+        add(await session.execute(_BADGES_PG, {"user_ids": wanted}))
+        return found
+    columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
+    for start in range(0, len(wanted), _SQLITE_IN_LIMIT):
+        chunk = wanted[start : start + _SQLITE_IN_LIMIT]
+        add(await session.execute(select(*columns).where(user_versions.c.user_id.in_(chunk))))
     return found
 
 
