@@ -30,7 +30,7 @@ from campana.schemas import (
     version_event,
 )
 
-LIMITS = SocketLimits(rate_per_second=5, burst=20, send_queue_size=64, per_user=20, per_process=100)
+LIMITS = SocketLimits(send_queue_size=64, per_user=20, per_process=100)
 
 
 class RecordingSocket:

@@ -163,7 +163,10 @@ async def test_broker_outage_keeps_rest_working_and_the_client_catches_up(
 async def test_a_slow_reader_is_closed_with_1013_while_others_get_everything(
     servers: ServerPool, user: str
 ) -> None:
-    server = await servers.get("sqlite", "inprocess", ws_send_queue_size=16)
+    # The close's deadline leaves the slow tab time to read up to the close frame later.
+    server = await servers.get(
+        "sqlite", "inprocess", ws_send_queue_size=16, ws_close_timeout_seconds=60.0
+    )
     # A tab that stops reading: a tiny receive window, and a client that buffers one frame.
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

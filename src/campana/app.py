@@ -31,6 +31,10 @@ from campana.settings import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_PURGE_PERIOD_SECONDS = 3600.0
+# A stop has one deadline, CAMPANA_SHUTDOWN_GRACE_SECONDS: the server drains connections
+# and requests in this share of it (sockets are aborted by half of it at the latest),
+# and the services stop in the rest.
+DRAIN_SHARE = 0.75
 STATIC = Path(__file__).parent / "static"
 
 DESCRIPTION = """
@@ -43,6 +47,11 @@ Campana stores in-app notifications and pushes them live to every open tab of th
 
 Errors are JSON: `{"error": "<code>", "detail": "<what is wrong>"}`.
 """
+
+
+def drain_seconds(settings: Settings) -> float:
+    """How long the server waits for connections and requests to end when it stops."""
+    return settings.shutdown_grace_seconds * DRAIN_SHARE
 
 
 def create_broker(settings: Settings) -> Broker:
@@ -67,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keepalive_seconds=settings.keepalive_seconds,
             sweep_seconds=settings.sweep_seconds,
             limits=SocketLimits(
-                rate_per_second=settings.ws_rate_per_second,
-                burst=settings.ws_rate_burst,
                 send_queue_size=settings.ws_send_queue_size,
                 per_user=settings.max_sockets_per_user,
                 per_process=settings.max_sockets_per_process,
@@ -95,10 +102,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {"services": services}
         finally:
             purge.cancel()
-            # Before the hub closes the broker: what is still queued is written and published.
-            await creates.close()
-            await publisher.close()
-            await hub.close(settings.shutdown_grace_seconds)
+            rest = settings.shutdown_grace_seconds * (1 - DRAIN_SHARE)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(rest):
+                    # Before the hub closes the broker: what is queued is written and published.
+                    await creates.close()
+                    await publisher.close()
+                    await hub.close(rest / 2)
             await engine.dispose()
 
     app = FastAPI(

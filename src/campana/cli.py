@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import socket
 import sys
@@ -75,6 +74,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from campana.app import drain_seconds
+
     if args.workers < 1:
         print("campana: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -103,7 +104,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=log_config(args.log_level.upper(), settings.log_format),
         proxy_headers=True,
         workers=args.workers,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        timeout_graceful_shutdown=drain_seconds(settings),  # type: ignore[arg-type] # a float works
         **server_options(settings),
     )
     try:
@@ -144,6 +145,9 @@ def listening_socket(host: str, port: int, send_buffer_bytes: int) -> socket.soc
 def server_options(settings: Settings) -> dict[str, Any]:
     """Uvicorn options the wire format depends on (tests start servers with them too)."""
     return {
+        # Every request has a deadline and a size bound for its head and body (api/http.py).
+        "http": "campana.api.http:HttpProtocol",
+        "timeout_keep_alive": settings.http_idle_timeout_seconds,
         # Sockets are served below ASGI, without a task each (api/ws.py).
         "ws": "campana.api.ws:NotificationsSocket",
         # The protocol layer refuses bigger frames with close code 1009 before any parsing.

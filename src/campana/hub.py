@@ -95,32 +95,9 @@ class SnapshotSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SocketLimits:
-    rate_per_second: float
-    burst: int
     send_queue_size: int
     per_user: int
     per_process: int
-
-
-class _TokenBucket:
-    """Allows ``burst`` frames at once and ``rate`` frames per second after that."""
-
-    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._capacity = float(burst)
-        self._tokens = float(burst)
-        self._updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 _slots = itertools.count()
@@ -165,7 +142,6 @@ class Connection:
 
     __slots__ = (
         "_behind",
-        "_bucket",
         "_expiry",
         "_gap_timer",
         "_phase",
@@ -194,7 +170,6 @@ class Connection:
         self._request_reload = request_reload
         self._queue: deque[Event] = deque()
         self._queue_size = limits.send_queue_size
-        self._bucket = _TokenBucket(limits.rate_per_second, limits.burst)
         self._phase = Phase.LOADING
         self._version = -1
         self._seen = -1
@@ -317,13 +292,9 @@ class Connection:
             sent += self._offer(queue.popleft(), None)
         return sent
 
-    def received(self, text: str | None) -> None:
-        """A frame from the client: answer ``ping``, ignore the rest, close on a flood."""
-        if self._phase is Phase.CLOSED:
-            return
-        if not self._bucket.take():
-            self.close(CLOSE_POLICY_VIOLATION)
-        elif text == "ping":
+    def received(self, text: str) -> None:
+        """A text frame from the client: answer ``ping``, ignore the rest."""
+        if text == "ping" and self._phase is not Phase.CLOSED:
             self.push(KEEPALIVE_EVENT, KEEPALIVE_WIRE)
 
     def close(self, code: int) -> None:
@@ -531,12 +502,16 @@ class Hub:
         if connections is None:
             connections = self._by_user[user_id] = {}
             self._subscriptions[user_id] = asyncio.ensure_future(self._broker.subscribe(user_id))
-        else:
+        elif len(connections) >= self._limits.per_user:
+            # A closing socket counts until its transport is gone (its close has a
+            # deadline). The oldest open tab is the likeliest to be forgotten: it makes
+            # room for the new one, unless closing ones already fill the user's share.
+            metrics.sockets_refused.labels("user_full").inc()
             open_ones = [c for c in connections if not c.closing]
-            if len(open_ones) >= self._limits.per_user:
-                # The oldest tab is the likeliest to be forgotten: it makes room for the new.
-                metrics.sockets_refused.labels("user_full").inc()
-                open_ones[0].close(CLOSE_TOO_MANY_SOCKETS)
+            if len(connections) - len(open_ones) >= self._limits.per_user or not open_ones:
+                socket.close_with(CLOSE_TOO_MANY_SOCKETS)
+                return None
+            open_ones[0].close(CLOSE_TOO_MANY_SOCKETS)
         connections[connection] = None
         self._socket_count += 1
         self._all_detached.clear()

@@ -27,6 +27,11 @@ send_queue_overflows = Counter(
     "campana_send_queue_overflows_total", "Sockets closed with 1013 for falling behind."
 )
 sockets_refused = Counter("campana_sockets_refused_total", "Sockets closed by a limit.", ["reason"])
+connections_cut = Counter(
+    "campana_connections_cut_total",
+    "Connections closed or dropped for what a client sent or failed to read, by limit.",
+    ["limit"],
+)
 broker_reconnects = Counter(
     "campana_broker_reconnects_total", "Broker connections re-established after a loss."
 )

@@ -111,6 +111,45 @@ class Settings(BaseSettings):
     socket_send_buffer_bytes: int = Field(
         65536, ge=0, description="Kernel send buffer per connection. 0: the OS default."
     )
+    ws_close_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A socket whose close has not completed within this is dropped (TCP abort).",
+    )
+    http_header_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="Time for a request's line and headers (a socket's upgrade too) to arrive; "
+        "past it the connection is closed, with 408 if the request had begun.",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Time for a request's body to arrive after its headers; past it, 408.",
+    )
+    http_idle_timeout_seconds: float = Field(
+        5.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this."
+    )
+    http_max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1 << 20,
+        description="Longest request line and headers (a socket's upgrade too); longer: 431.",
+    )
+    http_max_body_bytes: int = Field(
+        4 << 20,
+        ge=1024,
+        le=256 << 20,
+        description="Largest request body, refused with 413 while it is read.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description="When set, `/metrics` needs `Authorization: Bearer <token>`.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, gt=0, le=600, description="Time to close sockets and finish requests on SIGTERM."
     )

@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import codecs
+import contextlib
 import logging
 import os
+import socket
+import struct
+import time
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
+from campana import metrics
 from campana.errors import InvalidToken
 from campana.hub import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_ORIGIN_REFUSED,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOKEN_REFUSED,
     Connection,
@@ -39,19 +46,62 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SOCKET_PATH = "/api/v1/notifications/ws"
-WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-MAX_REQUEST_BYTES = 16 * 1024
-# How long a peer has to answer our close frame before the connection is dropped.
-CLOSE_TIMEOUT_SECONDS = 10.0
+CLOSE_INVALID_DATA = 1007
+# Used when the socket protocol is served without the app's settings (never in `serve`).
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024
+DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
+DEFAULT_RATE = (5.0, 20)
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
+READ_SLICE_BYTES = 4096
+FLOOD_ALLOWANCE_FRAMES = 1000
+# Headers a handshake may carry once only: a second Origin could pass the allow-list.
+SINGLE_HEADERS = frozenset(
+    {"host", "origin", "upgrade", "sec-websocket-key", "sec-websocket-version"}
+)
+
+
+class TokenBucket:
+    """Allows ``burst`` frames at once and ``rate`` frames per second after that."""
+
+    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._capacity = float(burst)
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class NotificationsSocket(asyncio.Protocol):
-    """One browser tab's socket, from the HTTP upgrade to the TCP close."""
+    """One browser tab's socket, from the HTTP upgrade to the TCP close.
+
+    What one client can make it hold is bounded whatever it sends or fails to read, signed
+    in or not: every frame, control frames included, counts against the rate limit;
+    nothing more is read while the transport's buffer is full (so the answers to pings
+    cannot pile up); and every close, whichever way it starts, ends with the transport
+    aborted if it has not ended ``close_timeout`` seconds later.
+    """
 
     __slots__ = (
-        "_close_timer",
+        "_abort_timer",
+        "_bucket",
+        "_close_timeout",
         "_connection",
+        "_decoder",
+        "_early_ping",
         "_lost",
+        "_max_request",
+        "_muted",
+        "_overflow",
         "_paused",
         "_ping_interval",
         "_ping_payload",
@@ -73,6 +123,15 @@ class NotificationsSocket(asyncio.Protocol):
     ) -> None:
         self._services: Services | None = app_state.get("services")
         self._server_state = server_state
+        if self._services is not None:
+            settings = self._services.settings
+            self._bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
+            self._close_timeout = settings.ws_close_timeout_seconds
+            self._max_request = settings.http_max_header_bytes
+        else:
+            self._bucket = TokenBucket(*DEFAULT_RATE)
+            self._close_timeout = DEFAULT_CLOSE_TIMEOUT_SECONDS
+            self._max_request = DEFAULT_MAX_REQUEST_BYTES
         # The opening handshake is read here (a bytearray until it is complete, then None);
         # the sans-I/O protocol takes over for frames once the socket is open.
         self._request: bytearray | None = bytearray()
@@ -82,10 +141,15 @@ class NotificationsSocket(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._connection: Connection | None = None
         self._paused = False
+        self._overflow = 0  # frames received past the rate limit
+        self._muted = False  # ... past the allowance too: nothing more is read
+        self._early_ping = False  # a ``ping`` came before the token was checked
         self._lost = False
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        # Checks a text message split over several frames as it arrives.
+        self._decoder: codecs.IncrementalDecoder | None = None
 
     # asyncio.Protocol
 
@@ -98,17 +162,25 @@ class NotificationsSocket(asyncio.Protocol):
             self._request += data
             end = self._request.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._request) > MAX_REQUEST_BYTES:
+                if len(self._request) > self._max_request:
                     self._refuse(431, "Request Header Fields Too Large")
+                return
+            if end > self._max_request:
+                self._refuse(431, "Request Header Fields Too Large")
                 return
             head, data = bytes(self._request[:end]), bytes(self._request[end + 4 :])
             self._request = None
             if not self._open_handshake(head) or not data:
                 return
-        self._ws.receive_data(data)
-        for event in self._ws.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
+        # In slices, so that a read full of pings is answered only up to the rate limit:
+        # the protocol answers each ping it parses before the limit sees the frame.
+        for start in range(0, len(data), READ_SLICE_BYTES):
+            self._ws.receive_data(data[start : start + READ_SLICE_BYTES])
+            for event in self._ws.events_received():
+                if isinstance(event, Frame) and not self._muted:
+                    self._on_frame(event)
+            if self._muted:
+                break  # the rest of a flood is not even parsed
         self._write_pending()
 
     def eof_received(self) -> bool | None:
@@ -119,32 +191,40 @@ class NotificationsSocket(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
+        # A peer that does not read is not read from either: what it sends would be
+        # answered (pongs), and the answers would pile up in the transport's buffer.
         self._paused = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._close_timer is not None:
-            # A peer still reading what was queued before our close frame gets its time.
-            self._close_timer.cancel()
-            self._start_close_timer()
+        if self._transport is not None and not self._transport.is_closing() and not self._muted:
+            self._transport.resume_reading()
         if self._connection is not None:
             self._connection.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._server_state.connections.discard(self)
-        for timer in (self._ping_timer, self._close_timer):
+        for timer in (self._ping_timer, self._abort_timer):
             if timer is not None:
                 timer.cancel()
         if self._connection is not None and self._services is not None:
             self._services.hub.detach(self._connection)
 
     def shutdown(self) -> None:
-        """Uvicorn stops: tell the client to reconnect elsewhere (1012), then go."""
+        """Uvicorn stops: tell the client to reconnect elsewhere (1012), then go.
+
+        The transport is aborted at half the shutdown grace at the latest, so that sockets
+        whose peer does not read are gone before the grace is over.
+        """
         if self._request is None:
             self.close_with(CLOSE_SERVICE_RESTART)
         if self._transport is not None:
             self._transport.close()
+            grace = self._services.settings.shutdown_grace_seconds if self._services else 10.0
+            self._abort_within(min(self._close_timeout, grace / 2))
 
     # campana.hub.Socket
 
@@ -167,22 +247,34 @@ class NotificationsSocket(asyncio.Protocol):
             return
         self._ws.send_close(code)
         self._write_pending()
-        self._start_close_timer()
 
-    def _start_close_timer(self) -> None:
-        """Drop a peer that does not answer our close frame in time.
+    def _abort_within(self, delay: float) -> None:
+        """The deadline of a close: a peer that has not completed it by then is dropped.
 
-        While the transport is paused the close frame waits behind unread frames: the
-        peer gets as long as a keepalive ping would give it, counted again each time it
-        reads enough to resume writing.
+        Counted once from the start of the close, whatever the peer reads meanwhile: one
+        that stopped reading never sees the close frame queued behind unread frames.
         """
-        if self._transport is None:
+        transport = self._transport
+        if transport is None or self._lost:
             return
-        delay = CLOSE_TIMEOUT_SECONDS
-        if self._paused:
-            delay = max(delay, (self._ping_interval or 0.0) + (self._ping_timeout or 0.0))
-        loop = asyncio.get_running_loop()
-        self._close_timer = loop.call_later(delay, self._transport.abort)
+        if self._abort_timer is not None:
+            if self._abort_timer.when() <= asyncio.get_running_loop().time() + delay:
+                return
+            self._abort_timer.cancel()
+        self._abort_timer = asyncio.get_running_loop().call_later(delay, self._abort)
+
+    def _abort(self) -> None:
+        """Drop the connection with a reset: what the kernel still holds for the peer is
+        freed now, not after its retransmissions give up, and the peer learns at once."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        metrics.connections_cut.labels("close_timeout").inc()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+        transport.abort()
 
     # WebSocket
 
@@ -190,11 +282,15 @@ class NotificationsSocket(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
+        # Past the rate limit, once the close is out, only the end of the stream is written.
+        flooded = self._overflow and self._ws.state is not State.OPEN
         for data in self._ws.data_to_send():
-            if data:
-                transport.write(data)
-            else:  # the end of the stream: the closing handshake is over, or failed
+            if not data:  # the end of the stream: the closing handshake is over, or failed
                 transport.close()
+            elif not flooded:
+                transport.write(data)
+        if self._ws.state is not State.OPEN and self._abort_timer is None:
+            self._abort_within(self._close_timeout)
 
     def _open_handshake(self, head: bytes) -> bool:
         """RFC 6455 §4.2: check the upgrade request, answer 101 and start the opening.
@@ -209,11 +305,12 @@ class NotificationsSocket(asyncio.Protocol):
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(":")
-            if not colon:
+            name = name.strip().lower()
+            if not colon or (name in SINGLE_HEADERS and name in headers):
                 return self._refuse(400, "Bad Request")
-            headers[name.strip().lower()] = value.strip()
+            headers[name] = value.strip()
         path, _, query = target.partition("?")
-        if method != "GET" or version != "HTTP/1.1":
+        if method != "GET" or version != "HTTP/1.1" or not headers.get("host"):
             return self._refuse(400, "Bad Request")
         if path != SOCKET_PATH or self._services is None:
             return self._refuse(404, "Not Found")
@@ -230,9 +327,8 @@ class NotificationsSocket(asyncio.Protocol):
             valid_key = False
         if not valid_key:
             return self._refuse(400, "Bad Request")
-        digest = hashlib.sha1((key + WEBSOCKET_GUID).encode(), usedforsecurity=False).digest()
-        accept = base64.b64encode(digest)
         assert self._transport is not None
+        accept = accept_key(key).encode()
         self._transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
@@ -253,6 +349,7 @@ class NotificationsSocket(asyncio.Protocol):
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n{headers}\r\n{body}".encode()
             )
             self._transport.close()
+            self._abort_within(self._close_timeout)
         return False
 
     async def _open(self, token: str | None, origin: str | None) -> None:
@@ -281,22 +378,56 @@ class NotificationsSocket(asyncio.Protocol):
         if connection is None:
             return
         self._connection = connection
+        if self._early_ping:
+            connection.received("ping")  # queued behind the opening frames
         await services.hub.open(connection)
 
     def _on_frame(self, frame: Frame) -> None:
+        if not self._bucket.take():
+            # Every frame counts, pings and pongs too, before and after the token. The
+            # close goes out with what is pending; then the protocol's answers (pongs) are
+            # dropped, and frames are still read, so that the peer's answer to the close
+            # is seen, up to an allowance past which nothing more is read.
+            if not self._overflow:
+                metrics.connections_cut.labels("frame_rate").inc()
+                self.close_with(CLOSE_POLICY_VIOLATION)
+            self._overflow += 1
+            if self._overflow > FLOOD_ALLOWANCE_FRAMES and self._transport is not None:
+                self._muted = True
+                if not self._transport.is_closing():
+                    self._transport.pause_reading()
+            return
         if frame.opcode is Opcode.PONG:
             if self._ping_payload is not None and bytes(frame.data) == self._ping_payload:
                 self._ping_payload = None
                 self._schedule_ping()
             return
-        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-            return  # pings are answered by the protocol, closes handled there too
-        if self._connection is None:
-            return
-        # Only a whole text frame can be the ``ping`` command; every data frame counts
-        # against the flood limit.
-        is_text = frame.opcode is Opcode.TEXT and frame.fin
-        self._connection.received(bytes(frame.data).decode(errors="replace") if is_text else None)
+        if frame.opcode is Opcode.TEXT or (frame.opcode is Opcode.CONT and self._decoder):
+            text = self._text(frame)
+            # Only a whole text frame can be the ``ping`` command.
+            if text is None or frame.opcode is not Opcode.TEXT or not frame.fin:
+                return
+            if self._connection is not None:
+                self._connection.received(text)
+            elif text == "ping":
+                self._early_ping = True  # answered after the opening frames
+        # Binary frames are ignored; pings are answered by the protocol, closes too.
+
+    def _text(self, frame: Frame) -> str | None:
+        """The frame's text, or ``None`` after closing with 1007 if it is not UTF-8."""
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            text = self._decoder.decode(frame.data, final=frame.fin)
+        except UnicodeDecodeError:
+            self._decoder = None
+            if self._ws.state is State.OPEN:
+                metrics.connections_cut.labels("invalid_utf8").inc()
+                self._ws.fail(CLOSE_INVALID_DATA, "invalid UTF-8")
+            return None
+        if frame.fin:
+            self._decoder = None
+        return text
 
     # Protocol-level keepalive: finds peers that vanished without a TCP close.
 
