@@ -64,11 +64,23 @@ async def test_item_has_exactly_the_guides_fields_and_a_zoned_timestamp(
     uuid.UUID(item["id"])
 
 
-@pytest.mark.parametrize("params", [{"skip": -1}, {"limit": 0}, {"limit": 101}, {"limit": "ten"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"skip": -1},
+        {"skip": rest.MAX_SKIP + 1},
+        {"skip": 2**63},
+        {"skip": 10**30},
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+    ],
+)
 async def test_bad_paging_is_422(api: Server, user: str, params: dict[str, Any]) -> None:
     answer = await api.http.get(NOTIFICATIONS, params=params, headers=api.auth(user))
     assert answer.status_code == 422
     assert answer.json()["error"] == "validation_failed"
+    assert answer.json()["detail"].startswith(f"query.{next(iter(params))}: ")
 
 
 async def test_unread_count_counts_only_the_callers_unread(api: Server, user: str) -> None:
@@ -146,6 +158,7 @@ async def test_producer_call_answers_alike_from_a_server_and_from_a_browser(
     """The producer call has a short road (no ``Origin``) and the full one (a browser's,
     for CORS): the same statuses, bodies and headers, and CORS only on the second."""
     browser = {"Origin": ALLOWED_ORIGIN}
+    json_type = {"Content-Type": "application/json"}
     cases: list[tuple[dict[str, str], dict[str, Any] | str]] = [
         (api.producer, body(user)),
         ({}, body(user)),
@@ -172,7 +185,7 @@ async def test_producer_call_answers_alike_from_a_server_and_from_a_browser(
         assert "access-control-allow-origin" not in plain.headers
         assert cors.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     statuses = [
-        (await api.http.post(NOTIFICATIONS, content="{}", headers=headers)).status_code
+        (await api.http.post(NOTIFICATIONS, content="{}", headers=headers | json_type)).status_code
         for headers, _ in cases[:4]
     ]
     assert statuses == [422, 401, 401, 403]

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from campana import create_app, migrations
 from campana.settings import InvalidSettings, Settings, load_settings
 
+from .conftest import JWT_SECRET, Server
+
 UNREAD = "/api/v1/notifications/unread-count"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
@@ -219,6 +221,53 @@ async def test_a_configured_user_claim_names_the_user(tmp_path: Path) -> None:
         assert (await c.get(UNREAD, headers=bearer(user))).json() == {"count": 1}
         await assert_refused(c, jwt.encode(claims(), SECRET))
         await assert_refused(c, jwt.encode({"uid": 7, "exp": int(time.time()) + 60}, SECRET))
+
+
+def signed(**claims: Any) -> str:
+    """A token the test servers' secret signs: valid but for what a test puts in it."""
+    return jwt.encode({"sub": "alice", "exp": int(time.time()) + 60, **claims}, JWT_SECRET)
+
+
+MALFORMED_CLAIMS: list[tuple[str, dict[str, Any]]] = [
+    ("sub-lone-surrogate", {"sub": "\ud800"}),
+    ("sub-lone-surrogate-inside", {"sub": "ali\udc00ce"}),
+    ("exp-401-digits", {"exp": 10**400}),
+    ("exp-numeric-string", {"exp": "9999999999"}),
+    ("exp-true", {"exp": True}),
+    ("nbf-numeric-string", {"nbf": "1"}),
+    ("nbf-true", {"nbf": True}),
+    ("iat-numeric-string", {"iat": "1"}),
+    ("iat-false", {"iat": False}),
+]
+
+
+@pytest.mark.parametrize(
+    "changes", [c for _, c in MALFORMED_CLAIMS], ids=[n for n, _ in MALFORMED_CLAIMS]
+)
+async def test_a_signed_token_with_a_malformed_claim_is_refused_on_every_road(
+    api: Server, changes: dict[str, Any]
+) -> None:
+    """RFC 7519 dates are JSON numbers, and a user id is text the database can store: 401
+    on a user's call and on the producer call, 4401 on the socket; never a 500 or 1011."""
+    token = signed(**changes, scope="notifications:send")
+    unread = await api.http.get(UNREAD, headers=bearer(token))
+    create = await api.http.post(
+        "/api/v1/notifications/",
+        json={"user_id": "u", "type": "GENERIC_INFO", "message": "m"},
+        headers=bearer(token),
+    )
+    for answer in (unread, create):
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.json()["error"] == "unauthorized"
+    async with api.connect_raw(f"?token={token}") as tab:
+        assert await tab.close_code() == 4401
+
+
+async def test_dates_that_are_json_numbers_are_accepted_fractions_too(api: Server) -> None:
+    now = time.time()
+    token = signed(exp=now + 60.5, nbf=now - 1.5, iat=int(now))
+    assert (await api.http.get(UNREAD, headers=bearer(token))).json() == {"count": 0}
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
 from campana.errors import InvalidToken
+from campana.schemas import USER_ID_MAX_CHARS
 from campana.settings import Settings
 
 SEND_SCOPE = "notifications:send"
@@ -137,13 +138,44 @@ class TokenVerifier:
             # an EC key in a JWKS): the token is wrong, not the server.
             raise InvalidToken("invalid token: its algorithm does not fit its key") from None
         user_id = claims.get(self._user_claim)
-        if not isinstance(user_id, str) or not user_id or len(user_id) > 255 or "\x00" in user_id:
-            raise InvalidToken(f"claim {self._user_claim!r} must be a non-empty string, no NUL")
+        if not _is_user_id(user_id):
+            raise InvalidToken(
+                f"claim {self._user_claim!r} must be 1 to {USER_ID_MAX_CHARS} characters"
+                " of valid text, without NUL"
+            )
         return Principal(
             user_id=user_id,
             scopes=_scopes(claims.get("scope")),
-            expires_at=float(claims["exp"]),
+            expires_at=_expiry(claims),
         )
+
+
+def _is_user_id(claim: object) -> TypeGuard[str]:
+    """What the database stores: 1 to 255 characters, no NUL (PostgreSQL refuses it) and
+    no lone surrogate (JSON's ``"\\ud800"``, which no UTF-8 encoder takes)."""
+    if not isinstance(claim, str) or not 0 < len(claim) <= USER_ID_MAX_CHARS or "\x00" in claim:
+        return False
+    try:
+        claim.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _expiry(claims: dict[str, Any]) -> float:
+    """``exp``, once ``exp``, ``nbf`` and ``iat`` are known to be JSON numbers.
+
+    RFC 7519 makes them numbers; PyJWT also takes ``"9999999999"`` and ``true``, through
+    ``int()``. An ``exp`` too large for a float is refused rather than overflowing.
+    """
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidToken(f"invalid token: claim {name!r} must be a number")
+    try:
+        return float(claims["exp"])
+    except OverflowError:
+        raise InvalidToken("invalid token: claim 'exp' is out of range") from None
 
 
 def _scopes(claim: object) -> frozenset[str]:

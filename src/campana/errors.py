@@ -40,6 +40,33 @@ class IdempotencyConflict(CampanaError):
         super().__init__("this Idempotency-Key was already used with a different request body")
 
 
+class BodyTooLarge(CampanaError):
+    status_code = 413
+    code = "body_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the request body is larger than {max_bytes} bytes")
+
+
+class UnsupportedMediaType(CampanaError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+    def __init__(self) -> None:
+        super().__init__("the body must be JSON, sent with Content-Type: application/json")
+
+
+class IncompleteBody(CampanaError):
+    """The client went away, or stopped sending, before its body was complete. Nobody reads
+    the answer; it exists so the request ends as a client's error, not as a 500."""
+
+    status_code = 400
+    code = "incomplete_body"
+
+    def __init__(self) -> None:
+        super().__init__("the request body ended before it was complete")
+
+
 class InvalidRequest(CampanaError):
     status_code = 422
     code = "validation_failed"

@@ -5,17 +5,41 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
 _TOKEN_IN_QUERY = re.compile(r"(?i)(token=)[^&\s\"']+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_QUERY = re.compile(r"\?[^\s\"'#]+")
+_TOKEN_NAMED = re.compile(r"(?i)token\s*=")
 REDACTED = "[redacted]"
+# Rounds of percent-decoding, so that ``%2574oken`` (encoded twice) is seen as ``token``.
+_DECODINGS = 3
 
 
 def redact(text: str) -> str:
-    """Hide ``token=...`` query values and ``Bearer ...`` credentials."""
+    """Hide ``token=...`` query values and ``Bearer ...`` credentials, however encoded."""
+    text = _QUERY.sub(_redact_query, text)
     return _BEARER.sub(rf"\g<1>{REDACTED}", _TOKEN_IN_QUERY.sub(rf"\g<1>{REDACTED}", text))
+
+
+def _redact_query(query: re.Match[str]) -> str:
+    """Each parameter is judged on its decoded text (``%74oken=``, ``token%3D...``, and a
+    token hidden in another parameter's value all name a token once decoded) and logged
+    as ``<name as sent>=[redacted]``, or wholly as ``[redacted]`` when its ``=`` was encoded."""
+    parameters = query.group()[1:].split("&")
+    return "?" + "&".join(_redact_parameter(parameter) for parameter in parameters)
+
+
+def _redact_parameter(parameter: str) -> str:
+    decoded = parameter
+    for _ in range(_DECODINGS):
+        decoded = unquote_plus(decoded)
+    if not (_TOKEN_NAMED.search(decoded) or _BEARER.search(decoded)):
+        return parameter
+    name, equals, _value = parameter.partition("=")
+    return f"{name}={REDACTED}" if equals else REDACTED
 
 
 class RedactTokens(logging.Filter):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
 MESSAGE_MAX_CHARS: Final = 2000
 LINK_MAX_CHARS: Final = 2048
 USER_ID_MAX_CHARS: Final = 255
+IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
 
 
 class NotificationType(enum.StrEnum):
@@ -68,15 +69,11 @@ def _safe_link(value: str) -> str:
 
     ``//host`` and ``/\\host`` are refused too: browsers read both as another site.
     """
-    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in value):
-        raise ValueError("link_url must not contain whitespace, control characters or '\\'")
-    if value.startswith("/"):
-        if value.startswith("//"):
-            raise ValueError("link_url must not start with '//' (that leaves the site)")
-        return value
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError("link_url must be an absolute http(s) URL or a path starting with '/'")
+    if not _LINK_URL.fullmatch(value):
+        raise ValueError(
+            "link_url must be an http(s) URL with a host or a path starting with a single '/',"
+            " without whitespace, control characters or '\\'"
+        )
     return value
 
 
@@ -86,18 +83,79 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# The validators above decide. These JSON Schema patterns (ECMA-262 that Python's `re` reads
+# the same way) tell the OpenAPI document exactly what the validators accept, so that every
+# request it allows is accepted; tests/test_openapi_fuzz.py checks that both agree.
+
+# What pydantic's `strip_whitespace` removes (Rust's `char::is_whitespace`).
+_STRIPPED: Final = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Any string without NUL: user ids, idempotency keys.
+NO_NUL_PATTERN: Final = r"^[^\x00]*$"
+# No NUL, and 1 to MESSAGE_MAX_CHARS characters once stripped (first and last not stripped).
+MESSAGE_PATTERN: Final = (
+    rf"^[{_STRIPPED}]*[^\x00{_STRIPPED}]"
+    rf"(?:[^\x00]{{0,{MESSAGE_MAX_CHARS - 2}}}[^\x00{_STRIPPED}])?[{_STRIPPED}]*$"
+)
+
+# Never in a link: controls (C0, DEL, C1), whitespace and '\\'.
+_NOT_IN_LINK: Final = rf"\x00-\x20\x7f-\x9f\\{_STRIPPED}"
+# A path starting with one '/' (two would leave the site), or an http(s) URL with a host.
+# The validator and the OpenAPI document use this one pattern.
+LINK_URL_PATTERN: Final = (
+    rf"^(?:/(?:[^/{_NOT_IN_LINK}][^{_NOT_IN_LINK}]*)?"
+    rf"|[hH][tT][tT][pP][sS]?://[^/?#{_NOT_IN_LINK}]+(?:[/?#][^{_NOT_IN_LINK}]*)?)$"
+)
+_LINK_URL: Final = re.compile(LINK_URL_PATTERN)
+
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    # The length is checked once stripped: `maxLength` would count the stripped whitespace.
+    del schema["maxLength"]
+    schema["pattern"] = MESSAGE_PATTERN
+
+
+# Each `Field` below only documents, in the JSON Schema; the validators check.
 Message = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_MAX_CHARS),
     AfterValidator(_no_nul),
+    Field(
+        description=f"Stripped of surrounding whitespace, then 1 to {MESSAGE_MAX_CHARS:,}"
+        " characters; no NUL.",
+        json_schema_extra=_message_schema,
+    ),
 ]
-LinkUrl = Annotated[str, StringConstraints(max_length=LINK_MAX_CHARS), AfterValidator(_safe_link)]
+LinkUrl = Annotated[
+    str,
+    StringConstraints(max_length=LINK_MAX_CHARS),
+    AfterValidator(_safe_link),
+    Field(
+        description="An http(s) URL with a host or a path starting with a single '/',"
+        " without whitespace, control characters or '\\'.",
+        json_schema_extra={"pattern": LINK_URL_PATTERN},
+    ),
+]
 UserId = Annotated[
-    str, StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS), AfterValidator(_no_nul)
+    str,
+    StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS),
+    AfterValidator(_no_nul),
+    Field(json_schema_extra={"pattern": NO_NUL_PATTERN}),
 ]
 IdempotencyKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_no_nul)
+    str,
+    StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_CHARS),
+    AfterValidator(_no_nul),
+    Field(json_schema_extra={"pattern": NO_NUL_PATTERN}),
 ]
+
+
+def _recipients_alternative(field: str, json_type: str, other: str) -> dict[str, Any]:
+    """``field`` given, not null, and ``other`` absent."""
+    return {
+        "required": [field],
+        "properties": {field: {"type": json_type}},
+        "not": {"required": [other]},
+    }
 
 
 class NotificationCreate(BaseModel):
@@ -106,6 +164,12 @@ class NotificationCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # Exactly one of the two, as the validator below demands, so that every body
+            # the schema allows is accepted.
+            "oneOf": [
+                _recipients_alternative("user_id", "string", other="user_ids"),
+                _recipients_alternative("user_ids", "array", other="user_id"),
+            ],
             "examples": [
                 {
                     "user_id": "user-42",
@@ -120,7 +184,7 @@ class NotificationCreate(BaseModel):
                     "link_url": None,
                     "idempotency_key": "template-77-approved",
                 },
-            ]
+            ],
         },
     )
 

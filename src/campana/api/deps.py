@@ -55,15 +55,20 @@ async def current_principal(
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
-async def producer_from_header(services: Services, authorization: str | None) -> Principal:
-    """The producer call's caller, read without dependency injection (its hot path).
-
-    The header is read as ``HTTPBearer`` reads it: scheme, a space, then the credentials
-    without surrounding whitespace.
-    """
+def bearer_credentials(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer ...`` header, read as ``HTTPBearer``
+    reads them: scheme in any case, a space, then the rest without surrounding whitespace."""
     scheme, _, credentials = (authorization or "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
+        return None
+    return credentials
+
+
+async def producer_from_header(services: Services, authorization: str | None) -> Principal:
+    """The producer call's caller, read without dependency injection (its hot path)."""
+    credentials = bearer_credentials(authorization)
+    if credentials is None:
         raise InvalidToken("missing bearer token")
     return _must_send(await services.verifier.verify(credentials))
 

@@ -1,14 +1,18 @@
 """Errors as HTTP answers: ``{"error": "<code>", "detail": "<what is wrong>"}``.
 
 The app's exception handlers and the producer call's short road (``rest.ProducerCalls``)
-render them alike.
+render them alike. ``EveryMethodRoute`` makes a 405's ``Allow`` true to its path.
 """
 
 from __future__ import annotations
 
+from fastapi import Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from campana.errors import CampanaError
 
@@ -23,6 +27,9 @@ def domain_error(error: CampanaError) -> JSONResponse:
     headers = None
     if error.status_code == 401:
         headers = {"WWW-Authenticate": "Bearer"}
+    elif error.status_code == 413:
+        # The rest of the body is not read: the connection cannot carry another request.
+        headers = {"Connection": "close"}
     elif error.status_code == 503:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(
@@ -52,3 +59,45 @@ def _describe(problem: dict[str, object]) -> str:
     path = ".".join(str(part) for part in location)
     message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{path}: {message}" if path else message
+
+
+# The methods a path may accept, in the order an ``Allow`` header lists them.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+class EveryMethodRoute(APIRoute):
+    """A route whose 405 names every method of its path, not only its own.
+
+    Each method of a path is a route of its own, and the router hands a request with no
+    matching method to the first route of the path: its ``Allow`` would say ``GET`` where
+    ``GET, POST`` is true. A plain ``OPTIONS`` (a CORS preflight never gets here) is
+    answered 204 with the same list.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in (self.methods or ()):
+            await super().handle(scope, receive, send)
+            return
+        allowed = ", ".join(_methods_of_path(scope))
+        if scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers={"Allow": allowed})(scope, receive, send)
+            return
+        raise HTTPException(status_code=405, headers={"Allow": allowed})
+
+
+def _methods_of_path(scope: Scope) -> list[str]:
+    """Asks every route of the app, as the router would for each method."""
+    routes = scope["router"].routes
+    accepted = []
+    for method in _METHODS:
+        # A fresh scope each time: matching writes into the scope it is given.
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "headers": scope.get("headers", []),
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            accepted.append(method)
+    return [*accepted, "OPTIONS"]

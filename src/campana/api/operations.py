@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campana import metrics
-from campana.api.deps import ServicesDep
+from campana.api.deps import ServicesDep, bearer_credentials
+from campana.api.errors import EveryMethodRoute
+from campana.errors import InvalidToken
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=EveryMethodRoute)
 
 READINESS_TIMEOUT_SECONDS = 2.0
 
@@ -46,7 +49,24 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "sockets": services.hub.socket_count})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics_reader(services: ServicesDep, request: Request) -> None:
+    """With ``CAMPANA_METRICS_TOKEN`` set, only a scraper holding it reads the metrics."""
+    expected = services.settings.metrics_token
+    if not expected:
+        return
+    given = bearer_credentials(request.headers.get("authorization"))
+    # Compared in constant time, as bytes: compare_digest refuses non-ASCII text.
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise InvalidToken("/metrics needs Authorization: Bearer <CAMPANA_METRICS_TOKEN>")
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    dependencies=[Depends(metrics_reader)],
+    responses={401: {"description": "`CAMPANA_METRICS_TOKEN` is set and was not given."}},
+)
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campana import metrics, notifications
 from campana.api import errors
 from campana.api.deps import CurrentUser, ServicesDep, get_services, producer_from_header
-from campana.errors import CampanaError
+from campana.errors import BodyTooLarge, CampanaError, IncompleteBody, UnsupportedMediaType
 from campana.schemas import (
+    IDEMPOTENCY_KEY_MAX_CHARS,
     ErrorBody,
     NotificationCreate,
     NotificationItem,
     UnreadCount,
 )
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+router = APIRouter(
+    prefix="/api/v1/notifications", tags=["notifications"], route_class=errors.EveryMethodRoute
+)
+
+# Deeper pages are refused: past 2^63 the databases overflow, and long before that an
+# offset scan costs more than any user scrolls.
+MAX_SKIP: Final = 1_000_000
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -33,6 +42,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The token lacks the `notifications:send` scope.",
         404: "No such notification for this user.",
         409: "Idempotency-Key reused with a different body.",
+        413: "The body is larger than `CAMPANA_HTTP_MAX_BODY_BYTES`; the connection closes.",
+        415: "The body is not sent as `Content-Type: application/json`.",
         422: "Invalid input; `detail` says what is wrong.",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
@@ -42,7 +53,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 async def list_notifications(
     services: ServicesDep,
     principal: CurrentUser,
-    skip: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    skip: Annotated[
+        int, Query(ge=0, le=MAX_SKIP, description=f"Items to skip, at most {MAX_SKIP:,}.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Items to return.")] = 20,
 ) -> list[NotificationItem]:
     """Newest first (`created_at` descending, ties by `id` descending), so paging is stable."""
@@ -87,13 +100,16 @@ _CREATE_BODY_SCHEMA = NotificationCreate.model_json_schema(
     ref_template="#/components/schemas/{model}"
 )
 _CREATE_BODY_SCHEMA.pop("$defs", None)  # NotificationType is in components already
+# A header value as the server reads it: visible first (HTTP drops leading spaces), then
+# visible, space or tab; NUL and other controls are refused by the HTTP parser (400).
+IDEMPOTENCY_HEADER_PATTERN: Final = r"^[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*$"
 
 
 @router.post(
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=NotificationItem | list[NotificationItem],
-    responses=_errors(401, 403, 409, 422),
+    responses=_errors(401, 403, 409, 413, 415, 422),
     summary="Create notifications (producer call)",
     openapi_extra={
         "security": [{"HTTPBearer": []}],
@@ -102,8 +118,16 @@ _CREATE_BODY_SCHEMA.pop("$defs", None)  # NotificationType is in components alre
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "maxLength": 255},
-                "description": "A retry with the same key and body returns the original items.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX_CHARS,
+                    "pattern": IDEMPOTENCY_HEADER_PATTERN,
+                },
+                "description": (
+                    "A retry with the same key and body returns the original items. The body's"
+                    " `idempotency_key` does the same; given both, they must be equal (else 422)."
+                ),
             }
         ],
         "requestBody": {
@@ -113,7 +137,7 @@ _CREATE_BODY_SCHEMA.pop("$defs", None)  # NotificationType is in components alre
     },
 )
 async def create_notifications(request: Request) -> Response:
-    """Needs a token with the `notifications:send` scope.
+    """Needs a token with the `notifications:send` scope, and a JSON body.
 
     `user_id` creates one item and answers it; `user_ids` creates one item per user, all or
     none, and answers them in the order given (duplicates once). Each recipient's sockets
@@ -122,8 +146,10 @@ async def create_notifications(request: Request) -> Response:
     """
     services = await get_services(request)
     producer = await producer_from_header(services, request.headers.get("authorization"))
+    _require_json(request)
+    raw = await _read_body(request, services.settings.http_max_body_bytes)
     try:
-        body = NotificationCreate.model_validate_json(await request.body())
+        body = NotificationCreate.model_validate_json(raw)
     except ValidationError as error:
         raise RequestValidationError(
             [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
@@ -143,6 +169,36 @@ async def create_notifications(request: Request) -> Response:
         media_type="application/json",
         headers={"Idempotent-Replayed": "true"} if created.replayed else None,
     )
+
+
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    if media_type.strip().lower() != "application/json":  # parameters (charset) may follow
+        raise UnsupportedMediaType()
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, never more than ``max_bytes`` of it in memory.
+
+    A declared ``Content-Length`` above the limit is refused before a byte is read; a
+    chunked body is refused as soon as it grows past the limit.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > max_bytes:
+        raise BodyTooLarge(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with contextlib.aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BodyTooLarge(max_bytes)
+                chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone, or silent past the body deadline (the HTTP layer then answers 408 itself).
+        raise IncompleteBody() from None
+    return b"".join(chunks)
 
 
 class ProducerCalls:
