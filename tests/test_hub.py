@@ -20,13 +20,12 @@ import pytest
 from campana import hub as hub_module
 from campana.broker import InProcessBroker
 from campana.hub import Connection, Hub, Phase, SocketLimits
-from campana.schemas import (
-    SNAPSHOT,
+from campana.protocol import (
     Event,
     count_event,
     created_event,
-    encode_frame,
     read_event,
+    snapshot_event,
     version_event,
 )
 
@@ -41,15 +40,15 @@ class RecordingSocket:
         self.frames: list[dict[str, Any]] = []
         self.closed_with: int | None = None
 
-    def write_frame(self, frame: bytes) -> None:
-        while frame:  # one write may carry several frames
-            length, start = frame[1] & 0x7F, 2
+    def write(self, wire: bytes) -> None:
+        while wire:  # one write may carry several frames
+            length, start = wire[1] & 0x7F, 2
             if length == 126:
-                (length,), start = struct.unpack("!H", frame[2:4]), 4
+                (length,), start = struct.unpack("!H", wire[2:4]), 4
             elif length == 127:
-                (length,), start = struct.unpack("!Q", frame[2:10]), 10
-            self.frames.append(orjson.loads(frame[start : start + length]))
-            frame = frame[start + length :]
+                (length,), start = struct.unpack("!Q", wire[2:10]), 10
+            self.frames.append(orjson.loads(wire[start : start + length]))
+            wire = wire[start + length :]
 
     def close_with(self, code: int) -> None:
         self.closed_with = code
@@ -80,7 +79,7 @@ class UserState:
         self.loads += 1
         await self._open.wait()
         return [
-            Event(user_id, version, SNAPSHOT, encode_frame(SNAPSHOT, [{"v": version}])),
+            snapshot_event(user_id, version, [{"v": version}]),
             count_event(user_id, version, version),
         ]
 

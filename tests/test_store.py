@@ -165,7 +165,7 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
         await engine.dispose()
 
     def opening(user_id: str) -> tuple[list[str], dict[str, int]]:
-        snapshot, count = (orjson.loads(event.frame) for event in frames[user_id])
+        snapshot, count = (orjson.loads(event.json) for event in frames[user_id])
         assert [snapshot["event"], count["event"]] == ["snapshot", "unread_count.updated"]
         return [item["message"] for item in snapshot["payload"]], count["payload"]
 

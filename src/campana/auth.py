@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -15,6 +17,7 @@ from campana.schemas import USER_ID_MAX_CHARS
 from campana.settings import Settings
 
 SEND_SCOPE = "notifications:send"
+SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 # Verified tokens remembered, so a producer calling with the same token again costs a
 # dict lookup instead of a signature check and two JSON decodes (over 100 µs in PyJWT).
 VERIFIED_CACHE_SIZE = 1024
@@ -79,7 +82,7 @@ class TokenVerifier:
         self._jwks: jwt.PyJWKClient | None = None
         if settings.uses_hmac:
             _check_hmac_keys_once()
-            self._key = settings.hmac_secret()
+            self._key = hmac_secret(settings)
         elif settings.jwt_jwks_url:
             self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
         else:
@@ -204,4 +207,28 @@ def mint_token(
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
-    return jwt.encode(claims, settings.hmac_secret(), algorithm=settings.jwt_algorithms[0])
+    return jwt.encode(claims, hmac_secret(settings), algorithm=settings.jwt_algorithms[0])
+
+
+def hmac_secret(settings: Settings) -> str:
+    """The configured secret, or the one generated once into the data folder.
+
+    ``serve`` and ``token`` both call this, so a token minted on the command line is
+    accepted by the server without any configuration.
+    """
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / SECRET_FILE_NAME
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when several workers start at once, exactly one writes the secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as secret_file:
+        secret_file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

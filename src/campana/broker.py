@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from campana import metrics
-from campana.schemas import Event
+from campana.protocol import Event
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ BACKOFF_MAX_SECONDS = 5.0
 def encode_events(events: Sequence[Event]) -> bytes:
     """One message for several events; each frame travels untouched, serialised once."""
     # Fields in the order of Event, so a record unpacks straight into one.
-    return orjson.dumps([[e.user_id, e.version, e.name, e.frame, e.published_at] for e in events])
+    return orjson.dumps([[e.user_id, e.version, e.name, e.json, e.published_at] for e in events])
 
 
 def decode_events(data: bytes, wanted: set[str]) -> list[Event]:
@@ -161,10 +161,6 @@ class RedisBroker:
         self._deliver: Deliver | None = None
         self._resync: Resync | None = None
         self._resync_pending = False
-
-    @property
-    def connected(self) -> bool:
-        return self._pubsub is not None
 
     async def start(self, deliver: Deliver, resync: Resync) -> None:
         self._deliver = deliver

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from campana import migrations
-from campana.auth import SEND_SCOPE, mint_token
+from campana.auth import SEND_SCOPE, hmac_secret, mint_token
 from campana.logs import log_config
 from campana.schemas import NotificationType
 from campana.settings import InvalidSettings, Settings, load_settings
@@ -95,7 +95,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         print("campana: the database schema is not current; run `campana migrate`", file=sys.stderr)
         return 2
     if settings.uses_hmac:
-        settings.hmac_secret()  # generated before workers start, so they share it
+        hmac_secret(settings)  # generated before workers start, so they share it
     if args.workers > 1:
         _share_metrics_between_workers()
     config = uvicorn.Config(

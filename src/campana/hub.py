@@ -20,7 +20,6 @@ import enum
 import itertools
 import logging
 import operator
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,21 +28,22 @@ from typing import Protocol
 
 from campana import metrics
 from campana.broker import Broker
-from campana.schemas import KEEPALIVE, KEEPALIVE_FRAME, SNAPSHOT, USER_VERSION, Event
+from campana.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TOKEN_REFUSED,
+    CLOSE_TOO_MANY_SOCKETS,
+    CLOSE_TRY_AGAIN_LATER,
+    KEEPALIVE,
+    KEEPALIVE_EVENT,
+    KEEPALIVE_WIRE,
+    SNAPSHOT,
+    USER_VERSION,
+    Event,
+    to_wire,
+)
 
 logger = logging.getLogger(__name__)
-
-KEEPALIVE_EVENT = Event("", 0, KEEPALIVE, KEEPALIVE_FRAME)
-
-# Close codes of the wire format (docs/protocol.md).
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_TOKEN_REFUSED = 4401
-CLOSE_ORIGIN_REFUSED = 4403
-CLOSE_TOO_MANY_SOCKETS = 4429
 
 KEEPALIVE_SLICES = 25
 # Two instances that change one user at once may publish in the opposite order of their
@@ -55,20 +55,6 @@ GAP_WAIT_SECONDS = 0.5
 SWEEP_GRACE_SECONDS = 1.0
 
 
-def text_frame(text: str) -> bytes:
-    """An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as servers send."""
-    payload = text.encode()
-    length = len(payload)
-    if length < 126:
-        return struct.pack("!BB", 0x81, length) + payload
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length) + payload
-    return struct.pack("!BBQ", 0x81, 127, length) + payload
-
-
-KEEPALIVE_WIRE = text_frame(KEEPALIVE_FRAME)
-
-
 class Socket(Protocol):
     """What the hub needs of an open WebSocket (api/ws.py provides it)."""
 
@@ -76,7 +62,7 @@ class Socket(Protocol):
     def writable(self) -> bool:
         """False while the transport's buffer is above its high-water mark."""
 
-    def write_frame(self, frame: bytes) -> None: ...
+    def write(self, wire: bytes) -> None: ...
 
     def close_with(self, code: int) -> None:
         """Send a close frame with ``code`` and let the socket go."""
@@ -197,8 +183,8 @@ class Connection:
         """The version of the state the tab holds; -1 before its first snapshot."""
         return self._version
 
-    def push(self, event: Event, frame: bytes | None = None) -> int:
-        """Send ``event`` (``frame`` is its encoding, shared by every socket) or queue it.
+    def push(self, event: Event, wire: bytes | None = None) -> int:
+        """Send ``event`` (``wire`` is its frame's bytes, shared by every socket) or queue it.
 
         Returns how many frames reached the transport now.
         """
@@ -206,31 +192,31 @@ class Connection:
             return 0
         if self._phase is not Phase.LIVE or self._queue or not self.socket.writable:
             return self._enqueue(event)
-        return self._offer(event, frame)
+        return self._offer(event, wire)
 
-    def push_all(self, events: list[Event], frames: list[bytes]) -> int:
+    def push_all(self, events: list[Event], wires: list[bytes]) -> int:
         """``push`` each event, in one write when the socket takes them at once."""
         if len(events) == 1:
-            return self.push(events[0], frames[0])
+            return self.push(events[0], wires[0])
         if self._phase is not Phase.LIVE or self._queue or not self.socket.writable:
             return sum(self.push(event) for event in events)
         ready: list[bytes] = []
         sent = 0
-        for event, frame in zip(events, frames, strict=True):
+        for event, wire in zip(events, wires, strict=True):
             if self._phase is not Phase.LIVE:
                 sent += self.push(event)
                 continue
             verdict = self._admit(event)
             if verdict is _Verdict.SEND:
-                ready.append(frame)
+                ready.append(wire)
                 continue
             if ready:  # what was admitted goes out before anything the verdict releases
-                self.socket.write_frame(b"".join(ready))
+                self.socket.write(b"".join(ready))
                 sent += len(ready)
                 ready = []
             sent += self._act_on(verdict, event)
         if ready:
-            self.socket.write_frame(b"".join(ready))
+            self.socket.write(b"".join(ready))
             sent += len(ready)
         return sent
 
@@ -333,10 +319,10 @@ class Connection:
             return 0
         return self._fill_gap()
 
-    def _offer(self, event: Event, frame: bytes | None) -> int:
+    def _offer(self, event: Event, wire: bytes | None) -> int:
         verdict = self._admit(event)
         if verdict is _Verdict.SEND:
-            self.socket.write_frame(frame if frame is not None else text_frame(event.frame))
+            self.socket.write(wire if wire is not None else to_wire(event.json))
             return 1
         return self._act_on(verdict, event)
 
@@ -472,10 +458,10 @@ class Hub:
                 by_user.setdefault(event.user_id, []).append(event)
         sent = 0
         for user_id, user_events in by_user.items():
-            frames = [text_frame(event.frame) if event.frame else b"" for event in user_events]
+            wires = [to_wire(event.json) if event.json else b"" for event in user_events]
             # A push may close a slow socket, which detaches later: iterate a copy.
             for connection in tuple(self._by_user[user_id]):
-                sent += connection.push_all(user_events, frames)
+                sent += connection.push_all(user_events, wires)
         if sent:
             metrics.frames_delivered.inc(sent)
             if events[0].published_at:  # one instant for the whole publish

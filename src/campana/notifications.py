@@ -30,19 +30,14 @@ from campana.errors import (
     InvalidRequest,
     NotificationNotFound,
 )
+from campana.protocol import Event, count_event, created_event, read_event, snapshot_event
 from campana.publisher import Publisher
 from campana.schemas import (
-    SNAPSHOT,
-    Event,
     ItemPayload,
     NotificationCreate,
     NotificationItem,
-    count_event,
-    created_event,
-    encode_frame,
     item_payload,
     item_payloads,
-    read_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -459,7 +454,7 @@ async def snapshots(db: Database, *, user_ids: list[str], size: int) -> dict[str
         items = list(itertools.islice(payloads, len(newest[user_id])))
         badge = badges[user_id]
         frames[user_id] = [
-            Event(user_id, badge.version, SNAPSHOT, encode_frame(SNAPSHOT, items)),
+            snapshot_event(user_id, badge.version, items),
             count_event(user_id, badge.version, badge.unread),
         ]
     return frames

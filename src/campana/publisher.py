@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from campana import metrics, store
 from campana.broker import Broker, BrokerTimeout
-from campana.schemas import Event, version_event
+from campana.protocol import Event, version_event
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ import enum
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -225,22 +224,6 @@ class UnreadCount(BaseModel):
     count: int = Field(ge=0, examples=[3])
 
 
-# Event names of the wire format, to the letter of the frontend guide.
-SNAPSHOT: Final = "snapshot"
-NOTIFICATION_CREATED: Final = "notification.created"
-NOTIFICATION_READ: Final = "notification.read"
-UNREAD_COUNT_UPDATED: Final = "unread_count.updated"
-KEEPALIVE: Final = "keepalive"
-# Between processes only, never on a socket: "this user is at this version now" (a
-# process whose publish failed sends it, so that sockets behind it reload their state).
-USER_VERSION: Final = "user.version"
-
-
-def encode_frame(event: str, payload: Any) -> str:
-    """One JSON text frame ``{"event": ..., "payload": ...}``."""
-    return orjson.dumps({"event": event, "payload": payload}).decode()
-
-
 ItemPayload = dict[str, Any]  # a NotificationItem as JSON-ready values
 
 
@@ -256,52 +239,6 @@ def item_payloads(rows: Sequence[Any]) -> list[ItemPayload]:
     items = _ITEMS.validate_python(rows, from_attributes=True)
     payloads: list[ItemPayload] = _ITEMS.dump_python(items, mode="json")
     return payloads
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A frame for one user's sockets, serialised once, with the user's change version.
-
-    ``version`` orders a user's changes: the server stamps it inside the transaction that
-    makes the change, so a socket can drop an ``unread_count.updated`` older than the one
-    it already sent. The version never reaches the wire.
-    """
-
-    user_id: str
-    version: int
-    name: str
-    frame: str
-    published_at: float = 0.0  # wall clock after the commit; 0 for frames made per socket
-
-    @property
-    def is_count(self) -> bool:
-        return self.name == UNREAD_COUNT_UPDATED
-
-
-def created_event(
-    user_id: str, version: int, item: ItemPayload, published_at: float = 0.0
-) -> Event:
-    frame = encode_frame(NOTIFICATION_CREATED, item)
-    return Event(user_id, version, NOTIFICATION_CREATED, frame, published_at)
-
-
-def read_event(
-    user_id: str, version: int, notification_id: uuid.UUID, published_at: float = 0.0
-) -> Event:
-    frame = encode_frame(NOTIFICATION_READ, {"id": str(notification_id), "is_read": True})
-    return Event(user_id, version, NOTIFICATION_READ, frame, published_at)
-
-
-def count_event(user_id: str, version: int, count: int, published_at: float = 0.0) -> Event:
-    frame = encode_frame(UNREAD_COUNT_UPDATED, {"count": count})
-    return Event(user_id, version, UNREAD_COUNT_UPDATED, frame, published_at)
-
-
-def version_event(user_id: str, version: int) -> Event:
-    return Event(user_id, version, USER_VERSION, "")
-
-
-KEEPALIVE_FRAME: Final = encode_frame(KEEPALIVE, {})
 
 
 class ErrorBody(BaseModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,7 +14,6 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-SECRET_FILE_NAME = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 
 
 class InvalidSettings(Exception):
@@ -228,29 +225,6 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
-
-    def hmac_secret(self) -> str:
-        """The configured secret, or the one generated once into the data folder.
-
-        ``serve`` and ``token`` both call this, so a token minted on the command line is
-        accepted by the server without any configuration.
-        """
-        if self.jwt_secret:
-            return self.jwt_secret
-        path = self.data_dir / SECRET_FILE_NAME
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: when several workers start at once, exactly one writes the secret.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as secret_file:
-            secret_file.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
 
 
 def _check_public_key(pem: str, algorithms: set[str]) -> None:

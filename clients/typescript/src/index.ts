@@ -1,4 +1,5 @@
 export { NotificationCenter, type NotificationCenterOptions } from './center.js';
+export * from './protocol.js';
 export { ApiError, NotificationsApi, type ApiOptions } from './rest.js';
 export {
   BACKOFF_MS,

@@ -1,3 +1,10 @@
+import {
+  CLOSE_NORMAL,
+  CLOSE_ORIGIN_REFUSED,
+  CLOSE_TOKEN_REFUSED,
+  CLOSE_TOO_MANY_SOCKETS,
+  SOCKET_PATH,
+} from './protocol.js';
 import type { ConnectionState, GetToken, ServerEvent } from './types.js';
 
 /** Delays between reconnect attempts, in ms: 1 s, 2 s, 5 s, 10 s, 20 s, then 30 s. */
@@ -7,10 +14,6 @@ export const KEEPALIVE_MS = 25_000;
 /** A tab hidden this long may hold a dead socket: reconnect as soon as it is visible. */
 export const LONG_SLEEP_MS = 60_000;
 
-export const CLOSE_NORMAL = 1000;
-export const CLOSE_TOKEN_REFUSED = 4401;
-export const CLOSE_ORIGIN_REFUSED = 4403;
-export const CLOSE_TOO_MANY_SOCKETS = 4429;
 
 /**
  * How long a socket may go without a frame before it counts as dead: two keepalive periods,
@@ -203,7 +206,7 @@ export class NotificationsSocket {
     // close() or a newer attempt ran while the token was fetched.
     if (generation !== this.generation || this.stopped) return;
     this.refreshToken = false;
-    const url = `${this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '')}/api/v1/notifications/ws?token=${encodeURIComponent(token)}`;
+    const url = `${this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '')}${SOCKET_PATH}?token=${encodeURIComponent(token)}`;
     const ws = this.createWebSocket(url);
     this.ws = ws;
     this.tokenWasFresh = fresh;

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
@@ -28,13 +29,15 @@ from websockets.utils import accept_key
 
 from campana import metrics
 from campana.errors import InvalidToken
-from campana.hub import (
+from campana.hub import Connection
+from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
     CLOSE_ORIGIN_REFUSED,
     CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOKEN_REFUSED,
-    Connection,
+    SOCKET_PATH,
 )
 
 if TYPE_CHECKING:
@@ -45,8 +48,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SOCKET_PATH = "/api/v1/notifications/ws"
-CLOSE_INVALID_DATA = 1007
 # Used when the socket protocol is served without the app's settings (never in `serve`).
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
@@ -232,10 +233,10 @@ class NotificationsSocket(asyncio.Protocol):
     def writable(self) -> bool:
         return not self._paused
 
-    def write_frame(self, frame: bytes) -> None:
+    def write(self, wire: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(frame)
+            transport.write(wire)
 
     def close_with(self, code: int) -> None:
         if self._request is not None or self._ws.state is not State.OPEN:
@@ -293,48 +294,18 @@ class NotificationsSocket(asyncio.Protocol):
             self._abort_within(self._close_timeout)
 
     def _open_handshake(self, head: bytes) -> bool:
-        """RFC 6455 §4.2: check the upgrade request, answer 101 and start the opening.
-
-        Written out rather than left to ``websockets``, whose general handshake (headers
-        object, extensions, subprotocols) cost 150 µs a socket: a tenth of a reconnect
-        storm. Anything unexpected is refused with a plain HTTP error.
-        """
-        lines = head.decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
-        target, _, version = rest.partition(" ")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            name = name.strip().lower()
-            if not colon or (name in SINGLE_HEADERS and name in headers):
-                return self._refuse(400, "Bad Request")
-            headers[name] = value.strip()
-        path, _, query = target.partition("?")
-        if method != "GET" or version != "HTTP/1.1" or not headers.get("host"):
-            return self._refuse(400, "Bad Request")
-        if path != SOCKET_PATH or self._services is None:
+        """Answer the upgrade: 101 and start the opening, or a plain HTTP error."""
+        upgrade = parse_upgrade(head)
+        if isinstance(upgrade, Refusal):
+            return self._refuse(upgrade.status, upgrade.reason, upgrade.headers)
+        if self._services is None:
             return self._refuse(404, "Not Found")
-        if "websocket" not in _tokens(headers.get("upgrade")) or "upgrade" not in _tokens(
-            headers.get("connection")
-        ):
-            return self._refuse(400, "Bad Request")
-        if headers.get("sec-websocket-version") != "13":
-            return self._refuse(426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n")
-        key = headers.get("sec-websocket-key", "")
-        try:
-            valid_key = len(base64.b64decode(key, validate=True)) == 16
-        except ValueError:
-            valid_key = False
-        if not valid_key:
-            return self._refuse(400, "Bad Request")
         assert self._transport is not None
-        accept = accept_key(key).encode()
         self._transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + upgrade.accept + b"\r\n\r\n"
         )
-        token = parse_qs(query).get("token", [None])[0]
-        opening = asyncio.get_running_loop().create_task(self._open(token, headers.get("origin")))
+        opening = asyncio.get_running_loop().create_task(self._open(upgrade.token, upgrade.origin))
         # Uvicorn waits for these on shutdown; each ends once the snapshot is out.
         self._server_state.tasks.add(opening)
         opening.add_done_callback(self._server_state.tasks.discard)
@@ -451,6 +422,66 @@ class NotificationsSocket(asyncio.Protocol):
             return
         self._ws.fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
         self._write_pending()
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """An upgrade request to accept: what the opening needs of it."""
+
+    token: str | None
+    origin: str | None
+    accept: bytes  # Sec-WebSocket-Accept
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str
+    headers: str = ""  # extra header lines, each ending in CRLF
+
+
+BAD_REQUEST = Refusal(400, "Bad Request")
+
+
+def parse_upgrade(head: bytes) -> Upgrade | Refusal:
+    """RFC 6455 §4.2: the upgrade request's head (without its blank line), checked.
+
+    Written out rather than left to ``websockets``, whose general handshake (headers
+    object, extensions, subprotocols) cost 150 µs a socket: a tenth of a reconnect storm.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    method, _, rest = lines[0].partition(" ")
+    target, _, version = rest.partition(" ")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or (name in SINGLE_HEADERS and name in headers):
+            return BAD_REQUEST
+        headers[name] = value.strip()
+    path, _, query = target.partition("?")
+    if method != "GET" or version != "HTTP/1.1" or not headers.get("host"):
+        return BAD_REQUEST
+    if path != SOCKET_PATH:
+        return Refusal(404, "Not Found")
+    if "websocket" not in _tokens(headers.get("upgrade")) or "upgrade" not in _tokens(
+        headers.get("connection")
+    ):
+        return BAD_REQUEST
+    if headers.get("sec-websocket-version") != "13":
+        return Refusal(426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n")
+    key = headers.get("sec-websocket-key", "")
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid_key = False
+    if not valid_key:
+        return BAD_REQUEST
+    return Upgrade(
+        token=parse_qs(query).get("token", [None])[0],
+        origin=headers.get("origin"),
+        accept=accept_key(key).encode(),
+    )
 
 
 def _tokens(header: str | None) -> list[str]:
