@@ -74,7 +74,7 @@ class UserState:
     def release(self) -> None:
         self._open.set()
 
-    async def load(self, user_id: str) -> list[Event]:
+    async def load_opening(self, user_id: str) -> list[Event]:
         version = self.committed.get(user_id, 0)  # read when the request comes, as SQL does
         self.loads += 1
         await self._open.wait()
@@ -259,14 +259,14 @@ async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep
     async def unreachable(user_id: str) -> list[Event]:
         raise OSError("database unreachable")
 
-    load = state.load
-    state.load = unreachable  # type: ignore[method-assign]
+    load = state.load_opening
+    state.load_opening = unreachable  # type: ignore[method-assign]
     hub.deliver(created(2))
     await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
     assert socket.events[2:] == ["notification.created", "unread_count.updated"]
     assert connection.is_behind(2)  # it may lack version 1
 
-    state.load = load  # type: ignore[method-assign]
+    state.load_opening = load  # type: ignore[method-assign]
     state.committed["u"] = 2
     assert await hub.sweep() == 1
     await settle()
@@ -343,7 +343,7 @@ async def test_a_first_snapshot_that_cannot_be_read_closes_the_socket_with_1011(
     async def unreachable(user_id: str) -> list[Event]:
         raise OSError("database unreachable")
 
-    state.load = unreachable  # type: ignore[method-assign]
+    state.load_opening = unreachable  # type: ignore[method-assign]
     state.release()
     await opening
     await settle()

@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from campana import migrations, notifications, store
+from campana import migrations, snapshots, store
 from campana.store import Badge, NewNotification
 
 from .conftest import DATABASES, database_url
@@ -117,7 +117,7 @@ async def test_versions_of_every_user_of_a_full_process_are_read_at_once(
         sessions = store.create_sessionmaker(engine)
         async with sessions.begin() as session:
             await store.add_notifications(session, new_rows([known, known]))
-        loader = notifications.SnapshotLoader(sessions, size=20)
+        loader = snapshots.SnapshotLoader(sessions, size=20)
         users = [f"user-{i}-{tmp_path.name}" for i in range(50_000)] + [known]
         versions = await loader.versions(users)
         assert len(versions) == 50_001
@@ -160,7 +160,7 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
         db = store.create_sessionmaker(engine)
         async with db.begin() as session:
             await store.add_notifications(session, rows)
-        frames = await notifications.snapshots(db, user_ids=[busy, quiet, empty], size=5)
+        frames = await snapshots.read_openings(db, user_ids=[busy, quiet, empty], size=5)
     finally:
         await engine.dispose()
 

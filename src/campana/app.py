@@ -17,16 +17,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from campana import __version__, notifications, store
+from campana import __version__, store
 from campana.api import errors, operations, rest
 from campana.api.deps import Services
 from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
 from campana.broker import Broker, InProcessBroker, RedisBroker
+from campana.creates import Creator, purge_idempotency_keys
 from campana.errors import CampanaError
 from campana.hub import Hub, SocketLimits
 from campana.publisher import Publisher
 from campana.settings import Settings, load_settings
+from campana.snapshots import SnapshotLoader
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = store.create_sessionmaker(engine)
         broker = create_broker(settings)
         publisher = Publisher(db, broker)
-        snapshots = notifications.SnapshotLoader(db, size=settings.snapshot_size)
+        snapshots = SnapshotLoader(db, size=settings.snapshot_size)
         hub = Hub(
             broker,
             snapshots,
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 per_process=settings.max_sockets_per_process,
             ),
         )
-        creates = notifications.CreateBatcher(db, publisher, max_recipients=settings.max_recipients)
+        creates = Creator(db, publisher, max_recipients=settings.max_recipients)
         services = Services(
             settings=settings,
             engine=engine,
@@ -186,7 +188,7 @@ async def _purge_idempotency_keys(services: Services) -> None:
     ttl = timedelta(hours=services.settings.idempotency_ttl_hours)
     while True:
         try:
-            await notifications.purge_idempotency_keys(services.db, older_than=ttl)
+            await purge_idempotency_keys(services.db, older_than=ttl)
         except Exception:
             logger.exception("purging old idempotency keys failed; will try again")
         await asyncio.sleep(IDEMPOTENCY_PURGE_PERIOD_SECONDS)

@@ -69,9 +69,9 @@ class Socket(Protocol):
 
 
 class SnapshotSource(Protocol):
-    """Where a socket's state comes from (``notifications.SnapshotLoader``)."""
+    """Where a socket's state comes from (``snapshots.SnapshotLoader``)."""
 
-    def load(self, user_id: str) -> Awaitable[list[Event]]:
+    def load_opening(self, user_id: str) -> Awaitable[list[Event]]:
         """``snapshot`` then ``unread_count.updated``, both at the version read, which is
         at least the version of every change committed before the call."""
 
@@ -291,7 +291,7 @@ class Connection:
         self.socket.close_with(code)
 
     def release(self) -> None:
-        """The socket is gone: nothing more is sent."""
+        """The socket is closing or gone: nothing more is sent (idempotent)."""
         self._phase = Phase.CLOSED
         self._queue.clear()
         self._expiry.cancel()
@@ -562,7 +562,7 @@ class Hub:
 
     async def _load(self, connection: Connection) -> None:
         try:
-            events = await self._snapshots.load(connection.user_id)
+            events = await self._snapshots.load_opening(connection.user_id)
         except Exception as error:
             logger.warning("reading a socket's state failed (%s)", type(error).__name__)
             connection.reload_failed()

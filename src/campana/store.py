@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from sqlalchemy import (
     Row,
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from campana.errors import DatabaseUnavailable
 from campana.models import IdempotencyRecord, Notification, UserVersion
 from campana.settings import Settings
 
@@ -41,6 +43,9 @@ user_versions = cast(Table, UserVersion.__table__)
 idempotency_keys = cast(Table, IdempotencyRecord.__table__)
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+Database: TypeAlias = async_sessionmaker[AsyncSession]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 ITEM_COLUMNS = (
     notifications.c.id,
@@ -103,8 +108,23 @@ def is_unavailable(error: BaseException) -> bool:
     return error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def create_sessionmaker(engine: AsyncEngine) -> Database:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def needs_database(use_case: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """An unreachable or hung database is ``DatabaseUnavailable`` (503) for the caller."""
+
+    @functools.wraps(use_case)
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await use_case(*args, **kwargs)
+        except Exception as error:
+            if is_unavailable(error):
+                raise DatabaseUnavailable() from error
+            raise
+
+    return call
 
 
 async def use_snapshot_isolation(session: AsyncSession) -> None:

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from campana.auth import SEND_SCOPE, Principal, TokenVerifier
 from campana.broker import Broker
+from campana.creates import Creator
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
-from campana.notifications import CreateBatcher, SnapshotLoader
 from campana.publisher import Publisher
 from campana.settings import Settings
+from campana.snapshots import SnapshotLoader
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class Services:
     broker: Broker
     publisher: Publisher
     hub: Hub
-    creates: CreateBatcher
+    creates: Creator
     snapshots: SnapshotLoader
     verifier: TokenVerifier
 

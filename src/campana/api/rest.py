@@ -154,14 +154,10 @@ async def create_notifications(request: Request) -> Response:
         raise RequestValidationError(
             [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
         ) from None
-    created = await notifications.create_notifications(
-        services.db,
-        services.publisher,
-        services.creates,
+    created = await services.creates.create(
         producer=producer.user_id,
         request=body,
         idempotency_key=request.headers.get("idempotency-key"),
-        max_recipients=services.settings.max_recipients,
     )
     return Response(
         orjson.dumps(created.items[0] if body.user_id is not None else created.items),

@@ -239,13 +239,13 @@ class NotificationsSocket(asyncio.Protocol):
             transport.write(wire)
 
     def close_with(self, code: int) -> None:
+        """Send the close frame (once); the hub sends nothing more to this socket."""
         if self._request is not None or self._ws.state is not State.OPEN:
             return
         if self._transport is None:
             return
-        if self._connection is not None and not self._connection.closing:
-            self._connection.close(code)  # comes back here with the connection closing
-            return
+        if self._connection is not None:
+            self._connection.release()
         self._ws.send_close(code)
         self._write_pending()
 
