@@ -74,7 +74,7 @@ async def unread(session: Any, user: str) -> int:
     return int(await session.scalar(query) or 0)
 
 
-@sio.event
+@sio.event  # type: ignore[untyped-decorator]
 async def connect(sid: str, environ: dict[str, Any], auth: dict[str, Any] | None) -> bool:
     try:
         claims = jwt.decode((auth or {}).get("token", ""), SECRET, algorithms=["HS256"])

@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from common import (
@@ -70,7 +71,7 @@ async def open_sockets(urls: list[str], first_frames: int) -> list[ClientConnect
     return opened
 
 
-async def measure_memory(pid: int, urls: list[str], first_frames: int) -> tuple[float, list]:
+async def measure_memory(pid: int, urls: list[str], first_frames: int) -> tuple[float, list[Any]]:
     await asyncio.sleep(0.5)
     before = rss_bytes(pid)
     sockets = await open_sockets(urls, first_frames)

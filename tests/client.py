@@ -11,6 +11,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+from websockets.typing import Origin
 
 FRAME_TIMEOUT = 10.0
 
@@ -67,9 +68,9 @@ class Socket:
     async def __aenter__(self) -> Socket:
         self.connection = await connect(
             self._url,
-            origin=self._origin,
+            origin=Origin(self._origin) if self._origin else None,
             max_size=None,
-            compression=None,  # type: ignore[arg-type]
+            compression=None,
         )
         return self
 

@@ -86,7 +86,7 @@ async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
         for tab in tabs:
             assert await tab.start() == ([], 0)
         singles = [server.send(users[i % 10], f"n{i}") for i in range(50)]
-        answers = await asyncio.gather(*singles, broadcast("b1"), broadcast("b2"))
+        answers: list[Any] = await asyncio.gather(*singles, broadcast("b1"), broadcast("b2"))
 
         sent: dict[str, set[str]] = {recipient: set() for recipient in users}
         for i, item in enumerate(answers[:50]):

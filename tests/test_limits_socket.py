@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from .conftest import ALLOWED_ORIGIN, Server, ServerPool
 
 CLOSE_TIMEOUT = 2.0
 HEADER_TIMEOUT = 1.0
-SHORT_DEADLINES = {
+SHORT_DEADLINES: dict[str, Any] = {
     "ws_close_timeout_seconds": CLOSE_TIMEOUT,
     "http_header_timeout_seconds": HEADER_TIMEOUT,
     "http_body_timeout_seconds": 1.0,

@@ -103,7 +103,7 @@ async def test_unread_count_counts_only_the_callers_unread(api: Server, user: st
         "Basic dXNlcjpwYXNz",
         "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "another-secret-" * 3),
         "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, JWT_SECRET),
-        "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
+        "Bearer " + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),  # type: ignore[arg-type]
         "Bearer " + jwt.encode({"sub": "u"}, JWT_SECRET),
     ],
     ids=[

@@ -47,7 +47,7 @@ async def test_snapshot_holds_at_most_the_twenty_newest(server: Server, user: st
         "?token=not-a-jwt",
         "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "wrong-secret-" * 3),
         "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, JWT_SECRET),
-        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
+        "?token=" + jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),  # type: ignore[arg-type]
         "?token=" + jwt.encode({"sub": "u"}, JWT_SECRET),
     ],
     ids=["missing", "empty", "malformed", "bad-signature", "expired", "alg-none", "no-exp"],

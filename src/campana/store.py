@@ -132,12 +132,8 @@ async def use_snapshot_isolation(session: AsyncSession) -> None:
 
     SQLite needs nothing: its single pooled connection lets no write in meanwhile.
     """
-    if _dialect(session) == "postgresql":
+    if _dialect(session).snapshot_isolation:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-
-
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
 
 
 # Versions and unread counters
@@ -172,18 +168,25 @@ _SQLITE_IN_LIMIT = 10_000
 async def badges(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, Badge]:
     """Each user's current version and unread count; a user never seen has 0 and 0."""
     found = dict.fromkeys(user_ids, NO_BADGE)
-    wanted = list(found)
-
-    def add(rows: Iterable[AnyRow]) -> None:
+    for rows in await _dialect(session).badge_rows(session, list(found)):
         found.update({user_id: Badge(version, unread) for user_id, version, unread in rows})
+    return found
 
-    if _dialect(session) == "postgresql":
-        add(await session.execute(_BADGES_PG, {"user_ids": wanted}))
-        return found
+
+async def _badge_rows_pg(session: AsyncSession, user_ids: list[str]) -> list[Iterable[AnyRow]]:
+    return [await session.execute(_BADGES_PG, {"user_ids": user_ids})]
+
+
+async def _badge_rows_sqlite(session: AsyncSession, user_ids: list[str]) -> list[Iterable[AnyRow]]:
     columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
-    for start in range(0, len(wanted), _SQLITE_IN_LIMIT):
-        chunk = wanted[start : start + _SQLITE_IN_LIMIT]
-        add(await session.execute(select(*columns).where(user_versions.c.user_id.in_(chunk))))
+    found: list[Iterable[AnyRow]] = []
+    for start in range(0, len(user_ids), _SQLITE_IN_LIMIT):
+        chunk = user_ids[start : start + _SQLITE_IN_LIMIT]
+        found.append(
+            (
+                await session.execute(select(*columns).where(user_versions.c.user_id.in_(chunk)))
+            ).all()
+        )
     return found
 
 
@@ -210,11 +213,19 @@ async def newest_notifications(
 ) -> dict[str, list[AnyRow]]:
     """Each user's ``limit`` newest items, newest first, for many users at once."""
     newest: dict[str, list[AnyRow]] = {user_id: [] for user_id in user_ids}
-    if _dialect(session) != "postgresql":
-        # SQLite has no LATERAL; queries on its one in-process connection are cheap.
-        for user_id in newest:
-            newest[user_id] = list(await list_notifications(session, user_id, skip=0, limit=limit))
-        return newest
+    await _dialect(session).newest(session, newest, limit)
+    return newest
+
+
+async def _newest_sqlite(
+    session: AsyncSession, newest: dict[str, list[AnyRow]], limit: int
+) -> None:
+    # SQLite has no LATERAL; queries on its one in-process connection are cheap.
+    for user_id in newest:
+        newest[user_id] = list(await list_notifications(session, user_id, skip=0, limit=limit))
+
+
+async def _newest_pg(session: AsyncSession, newest: dict[str, list[AnyRow]], limit: int) -> None:
     # One index range scan of at most ``limit`` rows per user, however many items they have.
     wanted = (
         func.unnest(bindparam("user_ids", list(newest), type_=postgresql.ARRAY(String)))
@@ -236,7 +247,6 @@ async def newest_notifications(
     )
     for row in result:
         newest[row.user_id].append(row)
-    return newest
 
 
 # Notifications
@@ -285,23 +295,41 @@ async def add_notifications(
     steps = Counter(row.user_id for row in rows)
     unread = Counter(row.user_id for row in rows if not row.is_read)
     users = sorted(steps)  # PostgreSQL refuses an upsert that touches one key twice
-    if _dialect(session) == "postgresql":
-        result = await session.execute(
-            _ADD_NOTIFICATIONS_PG,
-            {
-                "users": users,
-                "steps": [steps[u] for u in users],
-                "unread": [unread[u] for u in users],
-                "ids": [row.id for row in rows],
-                "user_ids": [row.user_id for row in rows],
-                "types": [row.type for row in rows],
-                "messages": [row.message for row in rows],
-                "links": [row.link_url for row in rows],
-                "reads": [row.is_read for row in rows],
-                "created": [row.created_at for row in rows],
-            },
-        )
-        return {user_id: Badge(version, count) for user_id, version, count in result}
+    return await _dialect(session).add(session, rows, users, steps, unread)
+
+
+async def _add_pg(
+    session: AsyncSession,
+    rows: Sequence[NewNotification],
+    users: list[str],
+    steps: Counter[str],
+    unread: Counter[str],
+) -> dict[str, Badge]:
+    result = await session.execute(
+        _ADD_NOTIFICATIONS_PG,
+        {
+            "users": users,
+            "steps": [steps[u] for u in users],
+            "unread": [unread[u] for u in users],
+            "ids": [row.id for row in rows],
+            "user_ids": [row.user_id for row in rows],
+            "types": [row.type for row in rows],
+            "messages": [row.message for row in rows],
+            "links": [row.link_url for row in rows],
+            "reads": [row.is_read for row in rows],
+            "created": [row.created_at for row in rows],
+        },
+    )
+    return {user_id: Badge(version, count) for user_id, version, count in result}
+
+
+async def _add_sqlite(
+    session: AsyncSession,
+    rows: Sequence[NewNotification],
+    users: list[str],
+    steps: Counter[str],
+    unread: Counter[str],
+) -> dict[str, Badge]:
     upsert = sqlite.insert(user_versions)
     bumped = await session.execute(
         upsert.on_conflict_do_update(
@@ -391,9 +419,7 @@ async def mark_read(
 async def mark_all_read(session: AsyncSession, user_id: str) -> Badge:
     """Read every item of the user: a new version, and 0 unread."""
     # The upsert takes the user's row lock before the update, as every change does.
-    upsert = (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(
-        user_versions
-    )
+    upsert = _dialect(session).insert(user_versions)
     bumped = await session.execute(
         upsert.values(user_id=user_id, version=1, unread=0)
         .on_conflict_do_update(
@@ -449,3 +475,29 @@ async def purge_idempotency_records(session: AsyncSession, older_than: datetime)
         delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# PostgreSQL and SQLite: where they differ, each has its variant, chosen once per call.
+
+
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    # True where reads of one transaction must be told to see one instant.
+    snapshot_isolation: bool
+    badge_rows: Callable[[AsyncSession, list[str]], Awaitable[list[Iterable[AnyRow]]]]
+    newest: Callable[[AsyncSession, dict[str, list[AnyRow]], int], Awaitable[None]]
+    add: Callable[
+        [AsyncSession, Sequence[NewNotification], list[str], Counter[str], Counter[str]],
+        Awaitable[dict[str, Badge]],
+    ]
+    insert: Callable[[Table], Any]  # an INSERT that knows ON CONFLICT
+
+
+_DIALECTS = {
+    "postgresql": _Dialect(True, _badge_rows_pg, _newest_pg, _add_pg, postgresql.insert),
+    "sqlite": _Dialect(False, _badge_rows_sqlite, _newest_sqlite, _add_sqlite, sqlite.insert),
+}
+
+
+def _dialect(session: AsyncSession) -> _Dialect:
+    return _DIALECTS[session.get_bind().dialect.name]
