@@ -109,6 +109,12 @@ class Server:
         created: dict[str, Any] = answer.json()
         return created
 
+    async def assert_quiet(self, tab: Socket, user_id: str) -> None:
+        """Nothing more reached ``tab`` (of ``user_id``): the next frame is a marker created
+        now, which travels the same road as anything that could have come before it."""
+        marker = await self.send(user_id, "marker")
+        assert await tab.next_event() == {"event": "notification.created", "payload": marker}
+
     async def mark_read(self, user_id: str, notification_id: str) -> httpx.Response:
         return await self.http.patch(
             f"/api/v1/notifications/{notification_id}/read", headers=self.auth(user_id)

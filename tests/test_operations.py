@@ -25,16 +25,36 @@ async def test_healthz_and_readyz_answer_when_all_is_reachable(api: Server) -> N
     assert ready.json()["status"] == "ready"
 
 
+def sample(text: str, name: str) -> float:
+    """The value of one sample (``name`` with its labels, as exported), 0 when absent."""
+    prefix = name + " "
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
 async def test_metrics_count_sockets_events_and_latency(api: Server, user: str) -> None:
+    created = (
+        "campana_request_duration_seconds_count"
+        '{method="POST",route="/api/v1/notifications/",status="201"}'
+    )
+    names = (
+        "campana_open_sockets",
+        "campana_events_published_total",
+        "campana_delivery_latency_seconds_count",
+        created,
+    )
+    before = (await api.http.get("/metrics")).text
     async with api.connect(user) as tab:
         await tab.start()
         await api.send(user)
         await tab.next_event()
-        text = (await api.http.get("/metrics")).text
-    assert "campana_open_sockets 1.0" in text
-    assert "campana_events_published_total" in text
-    assert "campana_delivery_latency_seconds_count" in text
-    assert 'route="/api/v1/notifications/"' in text
+        during = (await api.http.get("/metrics")).text
+    change = {name: sample(during, name) - sample(before, name) for name in names}
+    assert change == {
+        "campana_open_sockets": 1,
+        "campana_events_published_total": 2,  # notification.created, unread_count.updated
+        "campana_delivery_latency_seconds_count": 1,  # one publish
+        created: 1,
+    }
 
 
 async def test_a_users_socket_beyond_the_cap_closes_the_oldest_with_4429(

@@ -83,7 +83,7 @@ async def test_created_reaches_every_socket_of_the_user_and_no_one_else(
                 "event": "unread_count.updated",
                 "payload": {"count": 1},
             }
-        assert await stranger.quiet_for(0.3) == []
+        await server.assert_quiet(stranger, user + "-other")
 
 
 async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
@@ -101,7 +101,7 @@ async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
 
         assert (await server.mark_read(user, item["id"])).status_code == 200
-        assert await tab.quiet_for(0.3) == []
+        await server.assert_quiet(tab, user)
 
 
 async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
@@ -115,7 +115,7 @@ async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
         assert answer.json() == {"count": 0}
 
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
-        assert await tab.quiet_for(0.3) == []
+        await server.assert_quiet(tab, user)
 
 
 async def test_ping_is_answered_with_a_keepalive(server: Server, user: str) -> None:
@@ -131,9 +131,7 @@ async def test_other_client_frames_are_ignored(server: Server, user: str) -> Non
         await tab.start()
         for frame in ("hello", '{"event": "snapshot"}', b"\x00\x01"):
             await tab.send(frame)
-        assert await tab.quiet_for(0.3) == []
-        item = await server.send(user)
-        assert (await tab.next_event())["payload"] == item
+        await server.assert_quiet(tab, user)
 
 
 @pytest.mark.parametrize("mode", ["inprocess", "process"])

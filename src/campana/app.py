@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campana import __version__, store
 from campana.api import errors, operations, rest
@@ -24,7 +23,6 @@ from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
 from campana.broker import Broker, InProcessBroker, RedisBroker
 from campana.creates import Creator, purge_idempotency_keys
-from campana.errors import CampanaError
 from campana.hub import Hub, SocketLimits
 from campana.publisher import Publisher
 from campana.settings import Settings, load_settings
@@ -166,22 +164,22 @@ def create_app_from_environment() -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(CampanaError)
-    async def _on_domain_error(_request: Request, error: CampanaError) -> JSONResponse:
-        return errors.domain_error(error)
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        return errors.invalid_request(error)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return errors.http_error(error)
+    for kind, renderer in errors.RENDERERS.items():
+        app.add_exception_handler(kind, _handler(renderer))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _error: Exception) -> JSONResponse:
         # Logged by the server with its traceback; the client learns nothing internal.
         return JSONResponse({"error": "internal_error", "detail": "internal error"}, 500)
+
+
+def _handler(
+    renderer: Callable[[Any], JSONResponse],
+) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
+    async def handle(_request: Request, error: Any) -> JSONResponse:
+        return renderer(error)
+
+    return handle
 
 
 async def _purge_idempotency_keys(services: Services) -> None:

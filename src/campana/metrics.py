@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -76,3 +77,8 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def observe_request(method: str, route: str, status: int, started: float) -> None:
+    """A REST request's duration (since ``started``, ``time.perf_counter()``), by route."""
+    request_latency.labels(method, route, str(status)).observe(time.perf_counter() - started)

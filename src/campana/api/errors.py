@@ -6,6 +6,9 @@ render them alike. ``EveryMethodRoute`` makes a 405's ``Allow`` true to its path
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -50,6 +53,22 @@ def http_error(error: HTTPException) -> JSONResponse:
         status_code=error.status_code,
         headers=error.headers,
     )
+
+
+# What each kind of error answers, for the app's handlers and the producer call's road.
+RENDERERS: dict[type[Exception], Callable[[Any], JSONResponse]] = {
+    CampanaError: domain_error,
+    RequestValidationError: invalid_request,
+    HTTPException: http_error,
+}
+
+
+def render(error: Exception) -> JSONResponse | None:
+    """The answer to ``error``, or ``None`` for one that is a bug (the server's 500)."""
+    for kind, renderer in RENDERERS.items():
+        if isinstance(error, kind):
+            return renderer(error)
+    return None
 
 
 def _describe(problem: dict[str, object]) -> str:

@@ -94,8 +94,5 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_record_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            metrics.request_latency.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
+            template = getattr(scope.get("route"), "path", "unmatched")
+            metrics.observe_request(scope["method"], template, status, started)

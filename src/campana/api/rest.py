@@ -11,14 +11,13 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campana import metrics, notifications
 from campana.api import errors
 from campana.api.deps import CurrentUser, ServicesDep, get_services, producer_from_header
-from campana.errors import BodyTooLarge, CampanaError, IncompleteBody, UnsupportedMediaType
+from campana.errors import BodyTooLarge, IncompleteBody, UnsupportedMediaType
 from campana.schemas import (
     IDEMPOTENCY_KEY_MAX_CHARS,
     ErrorBody,
@@ -226,16 +225,13 @@ class ProducerCalls:
         status = 500
         try:
             try:
-                response = await create_notifications(Request(scope, receive))
-            except CampanaError as error:
-                response = errors.domain_error(error)
-            except RequestValidationError as error:
-                response = errors.invalid_request(error)
-            except HTTPException as error:
-                response = errors.http_error(error)
+                response: Response = await create_notifications(Request(scope, receive))
+            except Exception as error:
+                rendered = errors.render(error)
+                if rendered is None:
+                    raise  # the server's 500 handler, as on the app's road
+                response = rendered
             status = response.status_code
             await response(scope, receive, send)
         finally:
-            metrics.request_latency.labels("POST", self.PATH, str(status)).observe(
-                time.perf_counter() - started
-            )
+            metrics.observe_request("POST", self.PATH, status, started)
