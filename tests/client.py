@@ -54,7 +54,7 @@ class TabView:
         }
 
 
-class Socket:
+class Tab:
     """``async with server.connect(user) as tab:`` then ``await tab.next_event()``."""
 
     def __init__(self, url: str, *, origin: str | None = None) -> None:
@@ -65,7 +65,7 @@ class Socket:
         self.view = TabView()
         self._follower: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Socket:
+    async def __aenter__(self) -> Tab:
         self.connection = await connect(
             self._url,
             origin=Origin(self._origin) if self._origin else None,

@@ -33,7 +33,7 @@ from campana.auth import SEND_SCOPE, mint_token
 from campana.cli import listening_socket, server_options
 from campana.settings import Settings
 
-from .client import Socket
+from .client import Tab
 
 POSTGRES_URL = os.environ.get(
     "CAMPANA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -109,7 +109,7 @@ class Server:
         created: dict[str, Any] = answer.json()
         return created
 
-    async def assert_quiet(self, tab: Socket, user_id: str) -> None:
+    async def assert_quiet(self, tab: Tab, user_id: str) -> None:
         """Nothing more reached ``tab`` (of ``user_id``): the next frame is a marker created
         now, which travels the same road as anything that could have come before it."""
         marker = await self.send(user_id, "marker")
@@ -128,12 +128,12 @@ class Server:
         count: int = answer.json()["count"]
         return count
 
-    def connect(self, user_id: str, **options: Any) -> Socket:
+    def connect(self, user_id: str, **options: Any) -> Tab:
         token = options.pop("token", None) or self.token(user_id)
-        return Socket(f"{self.ws_url}?token={token}", **options)
+        return Tab(f"{self.ws_url}?token={token}", **options)
 
-    def connect_raw(self, query: str = "", **options: Any) -> Socket:
-        return Socket(f"{self.ws_url}{query}", **options)
+    def connect_raw(self, query: str = "", **options: Any) -> Tab:
+        return Tab(f"{self.ws_url}{query}", **options)
 
 
 class _QuietServer(uvicorn.Server):

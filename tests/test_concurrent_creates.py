@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from .client import Socket
+from .client import Tab
 from .conftest import Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 
 
-async def read_creates(tab: Socket, expected: int) -> tuple[list[str], list[int]]:
+async def read_creates(tab: Tab, expected: int) -> tuple[list[str], list[int]]:
     """Frames until ``expected`` items and their count arrived: item ids, counts.
 
     Only creates happen while the tab is open, and it opened on an empty list: every

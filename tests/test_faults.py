@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from campana import store
 
-from .client import Socket
+from .client import Tab
 from .conftest import POSTGRES_URL, STALENESS, RedisServer, Server, ServerPool
 from .proxy import TcpProxy
 
@@ -55,7 +55,7 @@ async def start_cluster(
 
 
 @contextlib.asynccontextmanager
-async def open_tabs(user: str, *on: Server) -> AsyncIterator[list[Socket]]:
+async def open_tabs(user: str, *on: Server) -> AsyncIterator[list[Tab]]:
     """One tab of ``user`` on each server given, opened and then read continuously."""
     async with contextlib.AsyncExitStack() as stack:
         tabs = [await stack.enter_async_context(server.connect(user)) for server in on]
@@ -73,7 +73,7 @@ async def truth(server: Server, user: str) -> tuple[list[dict[str, Any]], int]:
 
 
 async def converge(
-    name: str, tabs: Sequence[Socket], server: Server, user: str, *, since: float, within: float
+    name: str, tabs: Sequence[Tab], server: Server, user: str, *, since: float, within: float
 ) -> float:
     """Wait until every tab holds the truth; record and return the seconds since ``since``."""
     newest, count = await truth(server, user)

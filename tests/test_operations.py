@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .client import Socket
+from .client import Tab
 from .conftest import Server, ServerPool, _environment, _wait_until_up, campana, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,7 +78,7 @@ async def test_sockets_beyond_the_process_cap_are_closed_with_1013(
 ) -> None:
     server = await servers.get("sqlite", "inprocess", max_sockets_per_process=2)
     async with contextlib.AsyncExitStack() as stack:
-        tabs: list[Socket] = []
+        tabs: list[Tab] = []
         for i in range(2):
             tabs.append(await stack.enter_async_context(server.connect(f"{user}-{i}")))
             await tabs[-1].start()

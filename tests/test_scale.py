@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .client import Socket
+from .client import Tab
 from .conftest import RedisServer, Server, ServerPool
 
 pytestmark = pytest.mark.timeout(120)
@@ -215,7 +215,7 @@ async def test_sigterm_closes_every_socket_with_1012(servers: ServerPool, user: 
     server = await servers.start("sqlite", "process")
     assert server.process is not None
     async with contextlib.AsyncExitStack() as stack:
-        tabs: list[Socket] = [
+        tabs: list[Tab] = [
             await stack.enter_async_context(server.connect(f"{user}-{i}")) for i in range(20)
         ]
         await asyncio.gather(*(tab.start() for tab in tabs))

@@ -149,7 +149,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "http": "campana.api.http:HttpProtocol",
         "timeout_keep_alive": settings.http_idle_timeout_seconds,
         # Sockets are served below ASGI, without a task each (api/ws.py).
-        "ws": "campana.api.ws:NotificationsSocket",
+        "ws": "campana.api.ws:SocketProtocol",
         # The protocol layer refuses bigger frames with close code 1009 before any parsing.
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_interval_seconds,

@@ -1,6 +1,6 @@
 """The socket ``/api/v1/notifications/ws?token=<JWT>``, served below ASGI.
 
-Uvicorn hands every WebSocket upgrade to :class:`NotificationsSocket` (``server_options``
+Uvicorn hands every WebSocket upgrade to :class:`SocketProtocol` (``server_options``
 in cli.py names it). It speaks WebSocket with the sans-I/O protocol of ``websockets`` and
 lets the hub write frames straight to the transport: after the opening (token, snapshot)
 a socket costs no task and no coroutine frame, only this object and the hub's
@@ -82,7 +82,7 @@ class TokenBucket:
         return True
 
 
-class NotificationsSocket(asyncio.Protocol):
+class SocketProtocol(asyncio.Protocol):
     """One browser tab's socket, from the HTTP upgrade to the TCP close.
 
     What one client can make it hold is bounded whatever it sends or fails to read, signed
