@@ -47,10 +47,11 @@ screenshot: .venv/.synced
 	CAMPANA_TEST_SCREENSHOT=$(CURDIR)/docs/demo.png .venv/bin/pytest tests/test_browser.py -k badge
 
 ## check: lint, format and type checks
-check: .venv/.synced
+check: .venv/.synced clients/typescript/node_modules/.installed
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	cd clients/typescript && npm run lint --silent
 
 ## bench: Campana against the ceiling and python-socketio, every scenario (local PostgreSQL and Redis)
 bench: .venv/.synced

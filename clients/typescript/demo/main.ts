@@ -60,7 +60,8 @@ function showTokenForm(root: HTMLElement): void {
   root.querySelector('form')?.addEventListener('submit', (event) => {
     event.preventDefault();
     const value = new FormData(event.target as HTMLFormElement).get('token');
-    if (typeof value === 'string' && value.trim()) location.search = `?token=${encodeURIComponent(value.trim())}`;
+    if (typeof value === 'string' && value.trim())
+      location.search = `?token=${encodeURIComponent(value.trim())}`;
   });
 }
 
@@ -193,7 +194,9 @@ function relativeTime(iso: string): string {
 
 function userOf(jwt: string): string {
   try {
-    const payload = JSON.parse(atob(jwt.split('.')[1]?.replace(/-/g, '+').replace(/_/g, '/') ?? ''));
+    const payload = JSON.parse(
+      atob(jwt.split('.')[1]?.replace(/-/g, '+').replace(/_/g, '/') ?? ''),
+    );
     return typeof payload.sub === 'string' ? `signed in as ${payload.sub}` : '';
   } catch {
     return '';

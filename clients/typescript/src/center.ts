@@ -62,7 +62,10 @@ export class NotificationCenter {
     return this.store.refreshUnreadCount(() => this.api.unreadCount()).catch(() => undefined);
   }
 
-  private async readOptimistically(read: OptimisticRead, call: () => Promise<unknown>): Promise<void> {
+  private async readOptimistically(
+    read: OptimisticRead,
+    call: () => Promise<unknown>,
+  ): Promise<void> {
     try {
       await call();
     } catch (error) {

@@ -54,7 +54,11 @@ export class NotificationsApi {
     if (refreshed) response = await this.send(method, url, true);
     if (!response.ok) {
       const body = (await response.json().catch(() => ({}))) as { error?: string; detail?: string };
-      const error = new ApiError(response.status, body.error ?? 'http_error', body.detail ?? response.statusText);
+      const error = new ApiError(
+        response.status,
+        body.error ?? 'http_error',
+        body.detail ?? response.statusText,
+      );
       if (refreshed && response.status === 401) this.options.onUnauthorized?.(error);
       throw error;
     }

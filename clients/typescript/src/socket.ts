@@ -14,7 +14,6 @@ export const KEEPALIVE_MS = 25_000;
 /** A tab hidden this long may hold a dead socket: reconnect as soon as it is visible. */
 export const LONG_SLEEP_MS = 60_000;
 
-
 /**
  * How long a socket may go without a frame before it counts as dead: two keepalive periods,
  * so that one late keepalive is forgiven, plus half a period for a busy server or network,

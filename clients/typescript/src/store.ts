@@ -279,6 +279,9 @@ function timeKey(createdAt: string): [number, number] {
 
 function sortNewestFirst(byId: ReadonlyMap<string, NotificationItem>): string[] {
   const keyed = [...byId.values()].map((item) => ({ id: item.id, key: timeKey(item.created_at) }));
-  keyed.sort((a, b) => b.key[0] - a.key[0] || b.key[1] - a.key[1] || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  keyed.sort(
+    (a, b) =>
+      b.key[0] - a.key[0] || b.key[1] - a.key[1] || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0),
+  );
   return keyed.map((entry) => entry.id);
 }

@@ -41,10 +41,4 @@ export type GetToken = (options: { refresh: boolean }) => Promise<string> | stri
  * `closed`: `close()` was called.
  */
 export type ConnectionState =
-  | 'idle'
-  | 'connecting'
-  | 'open'
-  | 'reconnecting'
-  | 'stopped'
-  | 'unauthorized'
-  | 'closed';
+  'idle' | 'connecting' | 'open' | 'reconnecting' | 'stopped' | 'unauthorized' | 'closed';

@@ -159,7 +159,8 @@ describe('NotificationCenter', () => {
     ws.receive({ event: 'snapshot', payload: unread });
     ws.receive({ event: 'unread_count.updated', payload: { count: unread.length } });
     const badge = () => hub.store.getState().unreadCount;
-    const isRead = (held: NotificationItem) => hub.store.getState().notificationsById.get(held.id)?.is_read;
+    const isRead = (held: NotificationItem) =>
+      hub.store.getState().notificationsById.get(held.id)?.is_read;
     return { hub, ws, badge, isRead };
   }
 
@@ -253,7 +254,9 @@ describe('NotificationCenter', () => {
     await expect(hub.markRead(a.id)).rejects.toBeInstanceOf(ApiError);
     expect(isRead(a)).toBe(false);
     expect(hub.store.getState().connection).toBe('unauthorized');
-    expect(hub.store.getState().authError?.cause).toEqual(new ApiError(401, 'unauthorized', 'expired'));
+    expect(hub.store.getState().authError?.cause).toEqual(
+      new ApiError(401, 'unauthorized', 'expired'),
+    );
     expect(ws.closedWith).toBe(1000);
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(fetch).toHaveBeenCalledTimes(2); // no count asked for with a refused token

@@ -382,7 +382,9 @@ describe('NotificationsSocket unauthorized', () => {
   });
 
   it('does not reconnect in unauthorized when online or visible again', async () => {
-    const { socket, lifecycle } = setup(() => 0.5, { getToken: () => Promise.reject(new Error('x')) });
+    const { socket, lifecycle } = setup(() => 0.5, {
+      getToken: () => Promise.reject(new Error('x')),
+    });
     socket.connect();
     await settle();
     lifecycle.emit('online');

@@ -89,14 +89,16 @@ function holding(...unread: NotificationItem[]) {
   const store = new NotificationStore();
   store.apply({ event: 'snapshot', payload: unread });
   store.apply({ event: 'unread_count.updated', payload: { count: unread.length } });
-  const isRead = (held: NotificationItem) => store.getState().notificationsById.get(held.id)?.is_read;
+  const isRead = (held: NotificationItem) =>
+    store.getState().notificationsById.get(held.id)?.is_read;
   const badge = () => store.getState().unreadCount;
   return { store, isRead, badge };
 }
 
 const readEvent = (held: NotificationItem) =>
   ({ event: 'notification.read', payload: { id: held.id, is_read: true } }) as const;
-const countEvent = (count: number) => ({ event: 'unread_count.updated', payload: { count } }) as const;
+const countEvent = (count: number) =>
+  ({ event: 'unread_count.updated', payload: { count } }) as const;
 const keepalive = { event: 'keepalive', payload: {} } as const;
 
 describe('NotificationStore optimistic reads', () => {
