@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
@@ -168,26 +168,22 @@ _SQLITE_IN_LIMIT = 10_000
 async def badges(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, Badge]:
     """Each user's current version and unread count; a user never seen has 0 and 0."""
     found = dict.fromkeys(user_ids, NO_BADGE)
-    for rows in await _dialect(session).badge_rows(session, list(found)):
-        found.update({user_id: Badge(version, unread) for user_id, version, unread in rows})
+    rows = await _dialect(session).badge_rows(session, list(found))
+    found.update({user_id: Badge(version, unread) for user_id, version, unread in rows})
     return found
 
 
-async def _badge_rows_pg(session: AsyncSession, user_ids: list[str]) -> list[Iterable[AnyRow]]:
-    return [await session.execute(_BADGES_PG, {"user_ids": user_ids})]
+async def _badge_rows_pg(session: AsyncSession, user_ids: list[str]) -> list[AnyRow]:
+    return list(await session.execute(_BADGES_PG, {"user_ids": user_ids}))
 
 
-async def _badge_rows_sqlite(session: AsyncSession, user_ids: list[str]) -> list[Iterable[AnyRow]]:
+async def _badge_rows_sqlite(session: AsyncSession, user_ids: list[str]) -> list[AnyRow]:
     columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
-    found: list[Iterable[AnyRow]] = []
+    rows: list[AnyRow] = []
     for start in range(0, len(user_ids), _SQLITE_IN_LIMIT):
         chunk = user_ids[start : start + _SQLITE_IN_LIMIT]
-        found.append(
-            (
-                await session.execute(select(*columns).where(user_versions.c.user_id.in_(chunk)))
-            ).all()
-        )
-    return found
+        rows += await session.execute(select(*columns).where(user_versions.c.user_id.in_(chunk)))
+    return rows
 
 
 async def badge(session: AsyncSession, user_id: str) -> Badge:
@@ -484,7 +480,7 @@ async def purge_idempotency_records(session: AsyncSession, older_than: datetime)
 class _Dialect:
     # True where reads of one transaction must be told to see one instant.
     snapshot_isolation: bool
-    badge_rows: Callable[[AsyncSession, list[str]], Awaitable[list[Iterable[AnyRow]]]]
+    badge_rows: Callable[[AsyncSession, list[str]], Awaitable[list[AnyRow]]]
     newest: Callable[[AsyncSession, dict[str, list[AnyRow]], int], Awaitable[None]]
     add: Callable[
         [AsyncSession, Sequence[NewNotification], list[str], Counter[str], Counter[str]],

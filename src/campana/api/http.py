@@ -20,7 +20,7 @@ packet), where uvicorn would rebuild it as HTTP/1.1 and drop the bytes.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from uvicorn.server import ServerState
 
     from campana.api.deps import Services
+    from campana.api.ws import SocketProtocol
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 5.0
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
@@ -96,8 +97,7 @@ class HttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as error:
             refused = error.__context__
             if isinstance(refused, _Refused):
-                metrics.connections_cut.labels(refused.limit).inc()
-                self._answer(refused.status, refused.reason)
+                self._cut(refused.limit, refused.status, refused.reason)
             else:
                 self.logger.warning("Invalid HTTP request received.")
                 self._answer(400, "Bad Request")
@@ -106,8 +106,7 @@ class HttpProtocol(HttpToolsProtocol):
             # Counts the whole packet the request began in: a bound, not an exact size.
             self._head_bytes += len(data)
             if self._head_bytes > self._max_head:
-                metrics.connections_cut.labels("header_size").inc()
-                self._answer(431, "Request Header Fields Too Large")
+                self._cut("header_size", 431, "Request Header Fields Too Large")
 
     # Parser callbacks
 
@@ -149,10 +148,10 @@ class HttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        metrics.connections_cut.labels("header_timeout").inc()
         if self._began:
-            self._answer(408, "Request Timeout")
+            self._cut("header_timeout", 408, "Request Timeout")
         else:  # not a byte of a request: nobody to answer
+            metrics.connections_cut.labels("header_timeout").inc()
             self._done = True
             self.transport.close()
 
@@ -161,18 +160,23 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or not cycle.more_body or self.transport.is_closing():
             return
-        metrics.connections_cut.labels("body_timeout").inc()
         started = cycle.response_started
         # The application reading the body sees the client gone; what it sends is dropped.
         cycle.disconnected = True
         cycle.message_event.set()
         if started:
+            metrics.connections_cut.labels("body_timeout").inc()
             self._done = True
             self.transport.close()
         else:
-            self._answer(408, "Request Timeout")
+            self._cut("body_timeout", 408, "Request Timeout")
 
     # Answers and the upgrade
+
+    def _cut(self, limit: str, status: int, reason: str) -> None:
+        """A limit was hit: counted, answered, and the connection closes."""
+        metrics.connections_cut.labels(limit).inc()
+        self._answer(status, reason)
 
     def _answer(self, status: int, reason: str) -> None:
         """A plain-text error, then the connection closes."""
@@ -191,13 +195,15 @@ class HttpProtocol(HttpToolsProtocol):
         self._disarm()
         self.connections.discard(self)
         version = self.parser.get_http_version().encode()
-        head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", version, b"\r\n"]
+        head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", version]
         for name, value in self.headers:
-            head += [name, b": ", value, b"\r\n"]
-        head.append(b"\r\n")
-        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
-            config=self.config, server_state=self.server_state, app_state=self.app_state
+            head += [b"\r\n", name, b": ", value]
+        protocol = cast(
+            "SocketProtocol",
+            self.ws_protocol_class(  # type: ignore[call-arg, misc]
+                config=self.config, server_state=self.server_state, app_state=self.app_state
+            ),
         )
         protocol.connection_made(self.transport)
         self.transport.set_protocol(protocol)
-        protocol.data_received(b"".join(head) + rest)
+        protocol.start(b"".join(head), rest)

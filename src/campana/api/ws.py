@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Used when the socket protocol is served without the app's settings (never in `serve`).
-DEFAULT_MAX_REQUEST_BYTES = 16 * 1024
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
 DEFAULT_RATE = (5.0, 20)
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
@@ -100,7 +99,6 @@ class SocketProtocol(asyncio.Protocol):
         "_decoder",
         "_early_ping",
         "_lost",
-        "_max_request",
         "_muted",
         "_overflow",
         "_paused",
@@ -108,10 +106,10 @@ class SocketProtocol(asyncio.Protocol):
         "_ping_payload",
         "_ping_timeout",
         "_ping_timer",
-        "_request",
         "_server_state",
         "_services",
         "_transport",
+        "_upgraded",
         "_ws",
     )
 
@@ -128,14 +126,11 @@ class SocketProtocol(asyncio.Protocol):
             settings = self._services.settings
             self._bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
             self._close_timeout = settings.ws_close_timeout_seconds
-            self._max_request = settings.http_max_header_bytes
         else:
             self._bucket = TokenBucket(*DEFAULT_RATE)
             self._close_timeout = DEFAULT_CLOSE_TIMEOUT_SECONDS
-            self._max_request = DEFAULT_MAX_REQUEST_BYTES
-        # The opening handshake is read here (a bytearray until it is complete, then None);
-        # the sans-I/O protocol takes over for frames once the socket is open.
-        self._request: bytearray | None = bytearray()
+        # The sans-I/O protocol reads frames once the upgrade is answered with 101.
+        self._upgraded = False
         self._ws = ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=logger)
         self._ping_interval: float | None = config.ws_ping_interval
         self._ping_timeout: float | None = config.ws_ping_timeout
@@ -158,21 +153,15 @@ class SocketProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._server_state.connections.add(self)  # type: ignore[arg-type]
 
+    def start(self, head: bytes, rest: bytes) -> None:
+        """The upgrade request's head as it was sent (read and bounded by ``api/http.py``,
+        without its blank line), and the bytes that followed it in the same packet."""
+        if self._open_handshake(head) and rest:
+            self.data_received(rest)
+
     def data_received(self, data: bytes) -> None:
-        if self._request is not None:
-            self._request += data
-            end = self._request.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._request) > self._max_request:
-                    self._refuse(431, "Request Header Fields Too Large")
-                return
-            if end > self._max_request:
-                self._refuse(431, "Request Header Fields Too Large")
-                return
-            head, data = bytes(self._request[:end]), bytes(self._request[end + 4 :])
-            self._request = None
-            if not self._open_handshake(head) or not data:
-                return
+        if not self._upgraded:
+            return  # refused: what else comes is not read
         # In slices, so that a read full of pings is answered only up to the rate limit:
         # the protocol answers each ping it parses before the limit sees the frame.
         for start in range(0, len(data), READ_SLICE_BYTES):
@@ -185,8 +174,8 @@ class SocketProtocol(asyncio.Protocol):
         self._write_pending()
 
     def eof_received(self) -> bool | None:
-        if self._request is not None:
-            return None  # gone before its handshake: nothing to close politely
+        if not self._upgraded:
+            return None  # refused: nothing to close politely
         self._ws.receive_eof()
         self._write_pending()
         return None
@@ -220,7 +209,7 @@ class SocketProtocol(asyncio.Protocol):
         The transport is aborted at half the shutdown grace at the latest, so that sockets
         whose peer does not read are gone before the grace is over.
         """
-        if self._request is None:
+        if self._upgraded:
             self.close_with(CLOSE_SERVICE_RESTART)
         if self._transport is not None:
             self._transport.close()
@@ -240,7 +229,7 @@ class SocketProtocol(asyncio.Protocol):
 
     def close_with(self, code: int) -> None:
         """Send the close frame (once); the hub sends nothing more to this socket."""
-        if self._request is not None or self._ws.state is not State.OPEN:
+        if not self._upgraded or self._ws.state is not State.OPEN:
             return
         if self._transport is None:
             return
@@ -290,7 +279,7 @@ class SocketProtocol(asyncio.Protocol):
                 transport.close()
             elif not flooded:
                 transport.write(data)
-        if self._ws.state is not State.OPEN and self._abort_timer is None:
+        if self._ws.state is not State.OPEN:
             self._abort_within(self._close_timeout)
 
     def _open_handshake(self, head: bytes) -> bool:
@@ -301,6 +290,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._services is None:
             return self._refuse(404, "Not Found")
         assert self._transport is not None
+        self._upgraded = True
         self._transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + upgrade.accept + b"\r\n\r\n"
