@@ -31,10 +31,6 @@ from campana.snapshots import SnapshotLoader
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_PURGE_PERIOD_SECONDS = 3600.0
-# A stop has one deadline, CAMPANA_SHUTDOWN_GRACE_SECONDS: the server drains connections
-# and requests in this share of it (sockets are aborted by half of it at the latest),
-# and the services stop in the rest.
-DRAIN_SHARE = 0.75
 STATIC = Path(__file__).parent / "static"
 
 DESCRIPTION = """
@@ -47,11 +43,6 @@ Campana stores in-app notifications and pushes them live to every open tab of th
 
 Errors are JSON: `{"error": "<code>", "detail": "<what is wrong>"}`.
 """
-
-
-def drain_seconds(settings: Settings) -> float:
-    """How long the server waits for connections and requests to end when it stops."""
-    return settings.shutdown_grace_seconds * DRAIN_SHARE
 
 
 def create_broker(settings: Settings) -> Broker:
@@ -102,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {"services": services}
         finally:
             purge.cancel()
-            rest = settings.shutdown_grace_seconds * (1 - DRAIN_SHARE)
+            rest = settings.stop_plan.services_seconds
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(rest):
                     # Before the hub closes the broker: what is queued is written and published.

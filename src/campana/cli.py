@@ -74,8 +74,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from campana.app import drain_seconds
-
     if args.workers < 1:
         print("campana: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -104,7 +102,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=log_config(args.log_level.upper(), settings.log_format),
         proxy_headers=True,
         workers=args.workers,
-        timeout_graceful_shutdown=drain_seconds(settings),  # type: ignore[arg-type] # a float works
+        timeout_graceful_shutdown=settings.stop_plan.drain_seconds,  # type: ignore[arg-type] # a float works
         **server_options(settings),
     )
     try:

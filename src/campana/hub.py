@@ -30,7 +30,6 @@ from campana import metrics
 from campana.broker import Broker
 from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
-    CLOSE_SERVICE_RESTART,
     CLOSE_TOKEN_REFUSED,
     CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TRY_AGAIN_LATER,
@@ -433,14 +432,19 @@ class Hub:
         ]
 
     async def close(self, grace_seconds: float = 10.0) -> None:
-        """Close every socket with 1012, so clients go elsewhere at once, then the broker."""
+        """Stop the loops, wait up to ``grace_seconds`` for the sockets to go, close the broker.
+
+        The sockets are closed by their owner, the server (``SocketProtocol.shutdown`` sends
+        1012 to each when the stop begins); what is still attached here is only finishing
+        its close. Nothing more is sent to it.
+        """
         work = [*self._loops, *self._background]
         for task in work:
             task.cancel()
         await asyncio.gather(*work, return_exceptions=True)
         for group in tuple(self._by_user.values()):
             for connection in tuple(group):
-                connection.close(CLOSE_SERVICE_RESTART)
+                connection.release()
         if self._socket_count:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_detached.wait(), grace_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +25,29 @@ def _comma_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlan:
+    """How a stop shares out its one deadline, ``CAMPANA_SHUTDOWN_GRACE_SECONDS``.
+
+    From SIGTERM: every socket is told 1012 at once and aborted by ``sockets_seconds`` if
+    its peer does not complete the close; the server waits ``drain_seconds`` for
+    connections and requests to end; the services (creates, publisher, hub, broker) stop
+    in ``services_seconds``, which ends the grace.
+    """
+
+    sockets_seconds: float
+    drain_seconds: float
+    services_seconds: float
+
+    @classmethod
+    def of(cls, grace_seconds: float) -> StopPlan:
+        return cls(
+            sockets_seconds=grace_seconds * 0.5,
+            drain_seconds=grace_seconds * 0.75,
+            services_seconds=grace_seconds * 0.25,
+        )
 
 
 class Settings(BaseSettings):
@@ -211,6 +235,10 @@ class Settings(BaseSettings):
         if self.jwt_public_key:
             _check_public_key(self.jwt_public_key, algorithms & PUBLIC_KEY_ALGORITHMS)
         return self
+
+    @property
+    def stop_plan(self) -> StopPlan:
+        return StopPlan.of(self.shutdown_grace_seconds)
 
     @property
     def uses_hmac(self) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -81,6 +82,16 @@ class TokenBucket:
         return True
 
 
+class Phase(enum.Enum):
+    """Where a socket is in its life; the one answer to "is it open?"."""
+
+    UPGRADING = "upgrading"  # waiting for the upgrade request (api/http.py hands it over)
+    REFUSED = "refused"  # answered with an HTTP error: nothing more is read
+    OPEN = "open"  # 101 sent: frames flow both ways
+    CLOSING = "closing"  # a close frame went out or came in: only the close completes
+    GONE = "gone"  # the transport is gone
+
+
 class SocketProtocol(asyncio.Protocol):
     """One browser tab's socket, from the HTTP upgrade to the TCP close.
 
@@ -89,6 +100,10 @@ class SocketProtocol(asyncio.Protocol):
     nothing more is read while the transport's buffer is full (so the answers to pings
     cannot pile up); and every close, whichever way it starts, ends with the transport
     aborted if it has not ended ``close_timeout`` seconds later.
+
+    It owns the transport and the WebSocket framing; the hub's ``Connection`` owns what is
+    sent and in which order. The connection is released (sends nothing more) the moment
+    the socket leaves ``Phase.OPEN``, whichever side closed.
     """
 
     __slots__ = (
@@ -98,10 +113,10 @@ class SocketProtocol(asyncio.Protocol):
         "_connection",
         "_decoder",
         "_early_ping",
-        "_lost",
         "_muted",
         "_overflow",
         "_paused",
+        "_phase",
         "_ping_interval",
         "_ping_payload",
         "_ping_timeout",
@@ -109,7 +124,6 @@ class SocketProtocol(asyncio.Protocol):
         "_server_state",
         "_services",
         "_transport",
-        "_upgraded",
         "_ws",
     )
 
@@ -130,7 +144,7 @@ class SocketProtocol(asyncio.Protocol):
             self._bucket = TokenBucket(*DEFAULT_RATE)
             self._close_timeout = DEFAULT_CLOSE_TIMEOUT_SECONDS
         # The sans-I/O protocol reads frames once the upgrade is answered with 101.
-        self._upgraded = False
+        self._phase = Phase.UPGRADING
         self._ws = ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=logger)
         self._ping_interval: float | None = config.ws_ping_interval
         self._ping_timeout: float | None = config.ws_ping_timeout
@@ -140,7 +154,6 @@ class SocketProtocol(asyncio.Protocol):
         self._overflow = 0  # frames received past the rate limit
         self._muted = False  # ... past the allowance too: nothing more is read
         self._early_ping = False  # a ``ping`` came before the token was checked
-        self._lost = False
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -160,12 +173,13 @@ class SocketProtocol(asyncio.Protocol):
             self.data_received(rest)
 
     def data_received(self, data: bytes) -> None:
-        if not self._upgraded:
+        if self._phase is not Phase.OPEN and self._phase is not Phase.CLOSING:
             return  # refused: what else comes is not read
         # In slices, so that a read full of pings is answered only up to the rate limit:
         # the protocol answers each ping it parses before the limit sees the frame.
         for start in range(0, len(data), READ_SLICE_BYTES):
             self._ws.receive_data(data[start : start + READ_SLICE_BYTES])
+            self._follow_protocol()  # a close frame from the peer ends OPEN
             for event in self._ws.events_received():
                 if isinstance(event, Frame) and not self._muted:
                     self._on_frame(event)
@@ -174,9 +188,10 @@ class SocketProtocol(asyncio.Protocol):
         self._write_pending()
 
     def eof_received(self) -> bool | None:
-        if not self._upgraded:
+        if self._phase is not Phase.OPEN and self._phase is not Phase.CLOSING:
             return None  # refused: nothing to close politely
         self._ws.receive_eof()
+        self._follow_protocol()
         self._write_pending()
         return None
 
@@ -195,7 +210,7 @@ class SocketProtocol(asyncio.Protocol):
             self._connection.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        self._phase = Phase.GONE
         self._server_state.connections.discard(self)
         for timer in (self._ping_timer, self._abort_timer):
             if timer is not None:
@@ -206,15 +221,19 @@ class SocketProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Uvicorn stops: tell the client to reconnect elsewhere (1012), then go.
 
-        The transport is aborted at half the shutdown grace at the latest, so that sockets
-        whose peer does not read are gone before the grace is over.
+        The one place that closes sockets for a stop: by the time the lifespan stops the
+        hub, every socket has been told. The transport is aborted by the stop plan's
+        socket deadline at the latest, so that peers that do not read are gone in time.
         """
-        if self._upgraded:
-            self.close_with(CLOSE_SERVICE_RESTART)
+        self.close_with(CLOSE_SERVICE_RESTART)
         if self._transport is not None:
             self._transport.close()
-            grace = self._services.settings.shutdown_grace_seconds if self._services else 10.0
-            self._abort_within(min(self._close_timeout, grace / 2))
+            deadline = (
+                self._services.settings.stop_plan.sockets_seconds
+                if self._services is not None
+                else self._close_timeout
+            )
+            self._abort_within(min(self._close_timeout, deadline))
 
     # campana.hub.Socket
 
@@ -224,19 +243,23 @@ class SocketProtocol(asyncio.Protocol):
 
     def write(self, wire: bytes) -> None:
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if self._phase is Phase.OPEN and transport is not None and not transport.is_closing():
             transport.write(wire)
 
     def close_with(self, code: int) -> None:
-        """Send the close frame (once); the hub sends nothing more to this socket."""
-        if not self._upgraded or self._ws.state is not State.OPEN:
+        """Send the close frame, once, if the socket is open; nothing is sent after it."""
+        if self._phase is not Phase.OPEN:
             return
-        if self._transport is None:
-            return
-        if self._connection is not None:
-            self._connection.release()
         self._ws.send_close(code)
+        self._follow_protocol()
         self._write_pending()
+
+    def _follow_protocol(self) -> None:
+        """Leave ``OPEN`` when the WebSocket protocol did (a close sent, received or failed)."""
+        if self._phase is Phase.OPEN and self._ws.state is not State.OPEN:
+            self._phase = Phase.CLOSING
+            if self._connection is not None:
+                self._connection.release()
 
     def _abort_within(self, delay: float) -> None:
         """The deadline of a close: a peer that has not completed it by then is dropped.
@@ -245,7 +268,7 @@ class SocketProtocol(asyncio.Protocol):
         that stopped reading never sees the close frame queued behind unread frames.
         """
         transport = self._transport
-        if transport is None or self._lost:
+        if transport is None or self._phase is Phase.GONE:
             return
         if self._abort_timer is not None:
             if self._abort_timer.when() <= asyncio.get_running_loop().time() + delay:
@@ -257,7 +280,7 @@ class SocketProtocol(asyncio.Protocol):
         """Drop the connection with a reset: what the kernel still holds for the peer is
         freed now, not after its retransmissions give up, and the peer learns at once."""
         transport = self._transport
-        if transport is None or self._lost:
+        if transport is None or self._phase is Phase.GONE:
             return
         metrics.connections_cut.labels("close_timeout").inc()
         sock = transport.get_extra_info("socket")
@@ -273,13 +296,13 @@ class SocketProtocol(asyncio.Protocol):
         if transport is None:
             return
         # Past the rate limit, once the close is out, only the end of the stream is written.
-        flooded = self._overflow and self._ws.state is not State.OPEN
+        flooded = self._overflow and self._phase is not Phase.OPEN
         for data in self._ws.data_to_send():
             if not data:  # the end of the stream: the closing handshake is over, or failed
                 transport.close()
             elif not flooded:
                 transport.write(data)
-        if self._ws.state is not State.OPEN:
+        if self._phase is Phase.CLOSING:
             self._abort_within(self._close_timeout)
 
     def _open_handshake(self, head: bytes) -> bool:
@@ -290,7 +313,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._services is None:
             return self._refuse(404, "Not Found")
         assert self._transport is not None
-        self._upgraded = True
+        self._phase = Phase.OPEN
         self._transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + upgrade.accept + b"\r\n\r\n"
@@ -303,6 +326,7 @@ class SocketProtocol(asyncio.Protocol):
         return True
 
     def _refuse(self, status: int, reason: str, headers: str = "") -> bool:
+        self._phase = Phase.REFUSED
         body = f"{status} {reason}\n"
         if self._transport is not None:
             self._transport.write(
@@ -331,7 +355,7 @@ class SocketProtocol(asyncio.Protocol):
             logger.exception("verifying a socket's token failed")
             self.close_with(CLOSE_INTERNAL_ERROR)
             return
-        if self._lost or self._ws.state is not State.OPEN:
+        if self._phase is not Phase.OPEN:
             return
         connection = services.hub.attach(
             self, user_id=principal.user_id, expires_at=principal.expires_at
@@ -382,9 +406,10 @@ class SocketProtocol(asyncio.Protocol):
             text = self._decoder.decode(frame.data, final=frame.fin)
         except UnicodeDecodeError:
             self._decoder = None
-            if self._ws.state is State.OPEN:
+            if self._phase is Phase.OPEN:
                 metrics.connections_cut.labels("invalid_utf8").inc()
                 self._ws.fail(CLOSE_INVALID_DATA, "invalid UTF-8")
+                self._follow_protocol()
             return None
         if frame.fin:
             self._decoder = None
@@ -398,7 +423,7 @@ class SocketProtocol(asyncio.Protocol):
             self._ping_timer = loop.call_later(self._ping_interval, self._send_ping)
 
     def _send_ping(self) -> None:
-        if self._ws.state is not State.OPEN:
+        if self._phase is not Phase.OPEN:
             return
         self._ping_payload = os.urandom(4)
         self._ws.send_ping(self._ping_payload)
@@ -408,9 +433,10 @@ class SocketProtocol(asyncio.Protocol):
             self._ping_timer = loop.call_later(self._ping_timeout, self._ping_timed_out)
 
     def _ping_timed_out(self) -> None:
-        if self._ping_payload is None or self._ws.state is not State.OPEN:
+        if self._ping_payload is None or self._phase is not Phase.OPEN:
             return
         self._ws.fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        self._follow_protocol()
         self._write_pending()
 
 
