@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from campana import store
@@ -454,3 +455,24 @@ def _new_row(user_id: str, message: str) -> store.NewNotification:
         is_read=False,
         created_at=datetime.now(UTC),
     )
+
+
+async def test_a_message_campana_did_not_write_is_ignored_and_delivery_goes_on(
+    servers: ServerPool, spare_redis: RedisServer, user: str
+) -> None:
+    """Another program publishes on the user's channel and on the broadcast channel."""
+    [instance] = await start_cluster(servers, [spare_redis.url])
+    async with instance.connect(user) as tab:
+        await tab.start()
+        redis = Redis.from_url(spare_redis.url)
+        try:
+            assert await redis.publish(f"campana:user:{user}", b"not ours") == 1
+            assert await redis.publish("campana:batch", b'[["' + user.encode() + b'", 1]]') == 1
+        finally:
+            await redis.aclose()
+        await instance.assert_quiet(tab, user)  # the next frame is a real notification
+        assert tab.is_open
+    logs = logs_of(instance)
+    assert f"ignored a message on campana:user:{user}: not JSON" in logs
+    assert "ignored a message on campana:batch: an event is not a record of five fields" in logs
+    assert "Traceback" not in logs

@@ -38,7 +38,7 @@ class RecordingSocket:
     def __init__(self) -> None:
         self.writable = True
         self.frames: list[dict[str, Any]] = []
-        self.closed_with: int | None = None
+        self.closes: list[int] = []  # every close frame asked for, in order
 
     def write(self, wire: bytes) -> None:
         while wire:  # one write may carry several frames
@@ -51,7 +51,11 @@ class RecordingSocket:
             wire = wire[start + length :]
 
     def close_with(self, code: int) -> None:
-        self.closed_with = code
+        self.closes.append(code)
+
+    @property
+    def closed_with(self) -> int | None:
+        return self.closes[-1] if self.closes else None
 
     @property
     def events(self) -> list[str]:
@@ -378,3 +382,141 @@ async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
     ids = {f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"}
     assert ids == {f"item-{version}" for version in range(2, 27)}
     assert counts(socket)[-1] == 26
+
+
+# The socket's side of the seam: backpressure, limits and closing.
+
+
+async def test_a_tab_that_stops_reading_gets_its_frames_in_order_once_it_reads_again(
+    hub: Hub,
+) -> None:
+    connection, socket = await open_tab(hub)
+    socket.writable = False  # the transport's buffer is above its high-water mark
+    for version in range(1, 6):
+        hub.deliver(created(version))
+    assert socket.events == ["snapshot", "unread_count.updated"]
+    socket.writable = True
+    assert connection.flush() == 10  # resume_writing
+    assert counts(socket) == [0, 1, 2, 3, 4, 5]
+    ids = [f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"]
+    assert ids == [f"item-{version}" for version in range(1, 6)]
+
+
+async def test_a_tab_whose_queue_fills_while_it_does_not_read_is_closed_1013_once(
+    hub: Hub,
+) -> None:
+    connection, socket = await open_tab(hub)
+    socket.writable = False
+    for version in range(1, LIMITS.send_queue_size // 2 + 2):  # two frames a change
+        hub.deliver(created(version))
+    assert socket.closes == [1013]
+    assert connection.closing
+    socket.writable = True
+    assert connection.flush() == 0  # what was queued is dropped, not sent after the close
+    hub.deliver(created(LIMITS.send_queue_size))
+    assert socket.events == ["snapshot", "unread_count.updated"]
+    assert socket.closes == [1013]
+
+
+async def test_a_count_older_than_the_one_the_tab_holds_is_dropped(hub: Hub) -> None:
+    _, socket = await open_tab(hub)
+    hub.deliver([count_event("u", 3, 3)])  # version 1 and 2 are missing: the count waits
+    hub.deliver(created(1))
+    hub.deliver([count_event("u", 2, 2)])  # ... and the count of 2 comes after that of 3
+    assert counts(socket) == [0, 1, 2, 3]
+    hub.deliver([count_event("u", 2, 2)])
+    hub.deliver([count_event("u", 1, 1)])
+    assert counts(socket) == [0, 1, 2, 3]
+
+
+async def test_a_close_is_sent_once_and_nothing_follows_it(hub: Hub) -> None:
+    connection, socket = await open_tab(hub)
+    connection.close(4401)
+    connection.close(1013)
+    connection.received("ping")
+    hub.deliver(created(1))
+    connection.reload("test")
+    await settle()
+    assert socket.closes == [4401]
+    assert socket.events == ["snapshot", "unread_count.updated"]
+    assert [f["event"] for f in socket.frames].count("keepalive") == 0
+
+
+async def test_ping_is_answered_with_a_keepalive_behind_what_is_queued(hub: Hub) -> None:
+    connection, socket = await open_tab(hub)
+    socket.writable = False
+    hub.deliver(created(1))
+    connection.received("ping")
+    connection.received("hello")  # anything else is ignored
+    socket.writable = True
+    connection.flush()
+    assert [f["event"] for f in socket.frames][2:] == [
+        *("notification.created", "unread_count.updated", "keepalive")
+    ]
+
+
+async def test_a_token_that_expires_closes_its_socket_with_4401(hub: Hub) -> None:
+    socket = RecordingSocket()
+    connection = hub.attach(socket, user_id="u", expires_at=time.time() + 0.1)
+    assert connection is not None
+    OPENED.setdefault(hub, []).append(connection)
+    await hub.open(connection)
+    assert socket.closes == []
+    await asyncio.sleep(0.2)
+    assert socket.closes == [4401]
+
+
+async def test_the_newest_tab_wins_and_closing_tabs_count_until_they_are_gone(
+    hub: Hub,
+) -> None:
+    tabs = [await open_tab(hub) for _ in range(LIMITS.per_user)]
+    newest, newest_socket = await open_tab(hub)  # one over the cap: the oldest makes room
+    assert [socket.closes for _, socket in tabs[:2]] == [[4429], []]
+    assert newest_socket.closes == []
+    # The closing tab has not gone yet: it counts. Another tab closes the next oldest...
+    await open_tab(hub)
+    assert tabs[1][1].closes == [4429]
+    # ... until closing tabs alone fill the user's share: then the new tab is refused.
+    for connection, _ in tabs[2:]:
+        connection.close(1000)
+    refused = RecordingSocket()
+    assert hub.attach(refused, user_id="u", expires_at=time.time() + 3600) is None
+    assert refused.closes == [4429]
+    assert hub.socket_count == LIMITS.per_user + 2
+    for connection, _ in tabs:
+        hub.detach(connection)  # their transports are gone
+    assert hub.socket_count == 2
+    assert hub.attach(RecordingSocket(), user_id="u", expires_at=time.time() + 3600) is not None
+
+
+async def test_a_process_full_of_sockets_refuses_the_next_with_1013(state: UserState) -> None:
+    limits = SocketLimits(send_queue_size=8, per_user=5, per_process=3)
+    hub = Hub(InProcessBroker(), state, keepalive_seconds=3600, sweep_seconds=3600, limits=limits)
+    await hub.start()
+    attached = [
+        hub.attach(RecordingSocket(), user_id=f"u{n}", expires_at=time.time() + 3600)
+        for n in range(3)
+    ]
+    refused = RecordingSocket()
+    assert hub.attach(refused, user_id="u9", expires_at=time.time() + 3600) is None
+    assert refused.closes == [1013]
+    for connection in attached:
+        assert connection is not None
+        hub.detach(connection)
+    await hub.close(0.1)
+
+
+async def test_closing_the_hub_sends_nothing_and_waits_for_the_sockets_to_go(
+    hub: Hub,
+) -> None:
+    """The server tells each socket 1012 (SocketProtocol.shutdown); the hub only waits."""
+    connection, socket = await open_tab(hub)
+    OPENED[hub].remove(connection)
+    closing = asyncio.ensure_future(hub.close(5.0))
+    await asyncio.sleep(0.1)
+    assert not closing.done()
+    hub.deliver(created(1))
+    hub.detach(connection)  # the transport is gone
+    await asyncio.wait_for(closing, 1.0)
+    assert socket.closes == []
+    assert socket.events == ["snapshot", "unread_count.updated"]
