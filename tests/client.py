@@ -108,16 +108,14 @@ class Tab:
         assert count["event"] == "unread_count.updated", count
         return snapshot["payload"], count["payload"]["count"]
 
-    async def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
-        """Every non-keepalive frame that arrives within ``seconds``."""
+    async def read_until_holds(self, item_id: str) -> list[dict[str, Any]]:
+        """Read until the tab holds ``item_id`` and the count sent after it; return the
+        frames read. Created last, the item is a marker: what was sent before it is in."""
         frames: list[dict[str, Any]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while (left := deadline - loop.time()) > 0:
-            try:
-                frames.append(await self.next_event(timeout=left))
-            except TimeoutError:
-                break
+        while item_id not in self.view.items or self.received[-1]["event"] != (
+            "unread_count.updated"
+        ):
+            frames.append(await self.next_event())
         return frames
 
     def follow(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -56,6 +57,14 @@ def campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """An unclosed socket or file is reported (as an error) against the test that left it,
+    not against whichever later test happens to trigger the collection."""
+    yield
+    gc.collect()
 
 
 def free_port() -> int:
@@ -111,9 +120,12 @@ class Server:
 
     async def assert_quiet(self, tab: Tab, user_id: str) -> None:
         """Nothing more reached ``tab`` (of ``user_id``): the next frame is a marker created
-        now, which travels the same road as anything that could have come before it."""
+        now, which travels the same road as anything that could have come before it (a
+        201 means published, and one broker connection keeps a process's messages in
+        order)."""
         marker = await self.send(user_id, "marker")
         assert await tab.next_event() == {"event": "notification.created", "payload": marker}
+        assert (await tab.next_event())["event"] == "unread_count.updated"
 
     async def mark_read(self, user_id: str, notification_id: str) -> httpx.Response:
         return await self.http.patch(
@@ -195,6 +207,7 @@ class ServerPool:
         self._database_urls = database_urls
         self._data_dir = data_dir
         self._servers: dict[tuple[Any, ...], Server] = {}
+        self._started: list[Server] = []  # shared or not: their clients close at the end
         self._stops: list[Any] = []
 
     @property
@@ -250,6 +263,7 @@ class ServerPool:
             stop, server.process = _start_process(options, port, log_path)
             self._stops.append(stop)
         await _wait_until_up(base_url)
+        self._started.append(server)
         return server
 
     async def restart(self, server: Server) -> Server:
@@ -264,7 +278,7 @@ class ServerPool:
         return server
 
     async def close(self) -> None:
-        for server in self._servers.values():
+        for server in self._started:
             if server._http is not None:
                 await server._http.aclose()
         # Every server is stopped, even when stopping one of them fails.
@@ -304,13 +318,13 @@ def _environment(options: dict[str, Any]) -> dict[str, str]:
 def _start_process(
     options: dict[str, Any], port: int, log_path: Path
 ) -> tuple[Any, subprocess.Popen[bytes]]:
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
-        env=_environment(options),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with log_path.open("w") as log:  # the child writes to its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
+            env=_environment(options),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def stop() -> None:
         process.terminate()
@@ -318,7 +332,6 @@ def _start_process(
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
     return stop, process
 

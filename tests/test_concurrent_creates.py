@@ -42,7 +42,6 @@ async def read_creates(tab: Tab, expected: int) -> tuple[list[str], list[int]]:
             assert counts[-1] == len(set(ids)), f"count {counts[-1]} after {len(ids)} items"
         else:
             raise AssertionError(f"unexpected frame {frame}")
-    assert await tab.quiet_for(0.3) == []
     return ids, counts
 
 
@@ -63,10 +62,11 @@ async def test_50_concurrent_creates_for_one_user_reach_its_socket_with_exact_co
 
         ids, counts = await read_creates(tab, 50)
 
-    assert sorted(ids) == sorted(item["id"] for item in created)
-    assert counts == sorted(counts)
-    assert row_ids(await rows(server, user)) == plain(ids)
-    assert await server.unread_count(user) == 50
+        assert sorted(ids) == sorted(item["id"] for item in created)
+        assert counts == sorted(counts)
+        assert row_ids(await rows(server, user)) == plain(ids)
+        assert await server.unread_count(user) == 50
+        await server.assert_quiet(tab, user)  # no duplicate followed (adds a row: last)
 
 
 async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
@@ -97,10 +97,12 @@ async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
                 sent[recipient].add(item["id"])
         received = await asyncio.gather(*(read_creates(tab, 7) for tab in tabs))
 
-    for recipient, (ids, _) in zip(users, received, strict=True):
-        assert set(ids) == sent[recipient]
-        assert row_ids(await rows(server, recipient)) == plain(sent[recipient])
-        assert await server.unread_count(recipient) == 7
+        for recipient, (ids, _) in zip(users, received, strict=True):
+            assert set(ids) == sent[recipient]
+            assert row_ids(await rows(server, recipient)) == plain(sent[recipient])
+            assert await server.unread_count(recipient) == 7
+        for recipient, tab in zip(users, tabs, strict=True):
+            await server.assert_quiet(tab, recipient)
 
 
 async def test_one_create_the_database_refuses_fails_alone(
@@ -163,9 +165,10 @@ async def _create_refused_among_others(api: Server, user: str, refused: str, row
         good = {answer.json()["id"] for answer in answers if answer.status_code == 201}
         ids, _ = await read_creates(tab, 20)
 
-    assert set(ids) == good
-    assert row_ids(await rows(api, user)) == plain(good)
-    assert await api.unread_count(user) == 20
+        assert set(ids) == good
+        assert row_ids(await rows(api, user)) == plain(good)
+        assert await api.unread_count(user) == 20
+        await api.assert_quiet(tab, user)
 
 
 def batch_totals(metrics_text: str) -> tuple[float, float]:
@@ -248,11 +251,12 @@ async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_un
         ]
         creates = asyncio.gather(*(api.send(user, f"new {i}") for i in range(10)))
         answers, _ = await asyncio.gather(asyncio.gather(*reads), creates)
-        await tab.quiet_for(0.5)
-    for answer in answers:
-        assert answer.status_code == 200, answer.text
-    unread = [row for row in await rows(api, user) if not row["is_read"]]
-    assert {row["message"] for row in unread} <= {f"new {i}" for i in range(10)}
-    assert await api.unread_count(user) == len(unread)
-    counts = [f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"]
-    assert counts[-1] == len(unread)
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+        unread = [row for row in await rows(api, user) if not row["is_read"]]
+        assert {row["message"] for row in unread} <= {f"new {i}" for i in range(10)}
+        assert await api.unread_count(user) == len(unread)
+        marker = await api.send(user, "marker")
+        frames = await tab.read_until_holds(marker["id"])
+    counts = [f["payload"]["count"] for f in frames if f["event"] == "unread_count.updated"]
+    assert counts[-2:] == [len(unread), len(unread) + 1]  # the last before the marker's own

@@ -470,7 +470,7 @@ async def test_the_newest_tab_wins_and_closing_tabs_count_until_they_are_gone(
     hub: Hub,
 ) -> None:
     tabs = [await open_tab(hub) for _ in range(LIMITS.per_user)]
-    newest, newest_socket = await open_tab(hub)  # one over the cap: the oldest makes room
+    _, newest_socket = await open_tab(hub)  # one over the cap: the oldest makes room
     assert [socket.closes for _, socket in tabs[:2]] == [[4429], []]
     assert newest_socket.closes == []
     # The closing tab has not gone yet: it counts. Another tab closes the next oldest...

@@ -51,9 +51,10 @@ async def test_every_event_crosses_instances_and_tabs_stay_in_sync(
 
         await second.send(user, "another")
         await first.http.post("/api/v1/notifications/read-all", headers=first.auth(user))
+        marker = await second.send(user, "marker")
         for tab in (tab_a, tab_b):
-            frames = await tab.quiet_for(1.0)
-            assert frames[-1] == {"event": "unread_count.updated", "payload": {"count": 0}}
+            frames = await tab.read_until_holds(marker["id"])
+            assert frames[-3] == {"event": "unread_count.updated", "payload": {"count": 0}}
 
 
 async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance(
@@ -83,7 +84,7 @@ async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance
                 "event": "unread_count.updated",
                 "payload": {"count": 1},
             }
-        assert await other.quiet_for(1.0) == []
+        await second.assert_quiet(other, bystander)
 
 
 async def test_badge_is_exact_when_creates_and_reads_race_across_instances(
@@ -101,10 +102,11 @@ async def test_badge_is_exact_when_creates_and_reads_race_across_instances(
 
         truth = await first.unread_count(user)
         assert truth == 15
+        marker = await second.send(user, "marker")
         for tab in (tab_a, tab_b):
-            await tab.quiet_for(1.0)
-            counts = [f for f in tab.received if f["event"] == "unread_count.updated"]
-            assert counts[-1]["payload"]["count"] == truth
+            frames = await tab.read_until_holds(marker["id"])
+            counts = [f["payload"]["count"] for f in frames if f["event"] == "unread_count.updated"]
+            assert counts[-2:] == [truth, truth + 1]  # the last before the marker's own
 
 
 async def test_one_subscriber_connection_per_process_for_500_users(

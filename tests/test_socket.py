@@ -194,7 +194,7 @@ async def test_no_gap_between_snapshot_and_live_events_while_creating(
             items, _ = await tab.start()
             known = {item["id"] for item in items}
             await stop.wait()
-            for frame in await tab.quiet_for(0.5):
+            for frame in await tab.read_until_holds(created[-1]):  # the last one created
                 if frame["event"] == "notification.created":
                     known.add(frame["payload"]["id"])
             counts = [
@@ -238,12 +238,11 @@ async def test_badge_is_exact_after_30_concurrent_creates_and_reads(
 
         truth = await server.unread_count(user)
         assert truth == 15
+        marker = await server.send(user, "marker")
         for tab in (tab_one, tab_two):
-            await tab.quiet_for(0.5)
-            counts = [
-                f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"
-            ]
-            assert counts[-1] == truth
+            frames = await tab.read_until_holds(marker["id"])
+            counts = [f["payload"]["count"] for f in frames if f["event"] == "unread_count.updated"]
+            assert counts[-2:] == [truth, truth + 1]  # the last before the marker's own
 
 
 async def test_tokens_never_reach_the_log(servers: ServerPool, user: str) -> None:
@@ -263,6 +262,7 @@ async def test_tokens_never_reach_the_log(servers: ServerPool, user: str) -> Non
 async def test_a_stale_count_never_follows_a_fresher_one(server: Server, user: str) -> None:
     """Tabs open during concurrent creates: counts only go up, and end at the truth."""
     done = asyncio.Event()
+    marker: dict[str, Any] = {}
 
     async def produce(worker: int) -> None:
         for i in range(8):
@@ -273,15 +273,17 @@ async def test_a_stale_count_never_follows_a_fresher_one(server: Server, user: s
         async with server.connect(user) as tab:
             await tab.start()
             await done.wait()
-            await tab.quiet_for(0.5)
+            await tab.read_until_holds(marker["id"])  # created after every other
         return [f["payload"]["count"] for f in tab.received if f["event"] == "unread_count.updated"]
 
     tabs = [asyncio.create_task(open_tab(0.02 * i)) for i in range(10)]
     await asyncio.gather(*(produce(worker) for worker in range(8)))
+    marker.update(await server.send(user, "marker"))
     done.set()
     for counts in await asyncio.gather(*tabs):
         assert counts == sorted(counts), f"stale count after a fresher one: {counts}"
-        assert counts[-1] == 64
+        # The marker's own count last, after 64 (unless the tab opened after the marker).
+        assert counts[-1] == 65 and counts[-2:-1] in ([], [64])
 
 
 UPGRADE = {
