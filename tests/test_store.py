@@ -32,6 +32,16 @@ QUERIES: dict[str, tuple[Query, str | dict[str, str]]] = {
         lambda s: store.list_notifications(s, "u", skip=0, limit=20),
         "ix_notifications_user_newest",
     ),
+    "cursor-page": (
+        lambda s: store.list_notifications(
+            s, "u", limit=21, before=(datetime.now(UTC), uuid.UUID(int=0))
+        ),
+        "ix_notifications_user_newest",
+    ),
+    "unread-page": (
+        lambda s: store.list_notifications(s, "u", limit=21, is_read=False),
+        "ix_notifications_user_unread",
+    ),
     "newest-first-of-many-users": (
         lambda s: store.newest_notifications(s, ["u", "v"], 20),
         "ix_notifications_user_newest",
@@ -134,6 +144,35 @@ def new_rows(user_ids: list[str], *, read: tuple[int, ...] = ()) -> list[NewNoti
         NewNotification(uuid.uuid4(), user_id, "GENERIC_INFO", "m", None, i in read, now)
         for i, user_id in enumerate(user_ids)
     ]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_a_cursor_walks_items_of_one_instant_once_each_in_id_order(
+    database_urls: dict[str, str], tmp_path: Path, database: str
+) -> None:
+    """Items created in one transaction share ``created_at``: the id breaks the tie, in
+    the order and in the cursor alike."""
+    engine = await migrated_engine(database_urls, tmp_path, database)
+    user = f"tie-{tmp_path.name}"
+    try:
+        sessions = store.create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            await store.add_notifications(session, new_rows([user] * 5, read=(1,)))
+        async with sessions() as session:
+            everything = await store.list_notifications(session, user, limit=10)
+            walked: list[Any] = []
+            before = None
+            while page := await store.list_notifications(session, user, limit=2, before=before):
+                walked += page
+                before = (page[-1].created_at, page[-1].id)
+            unread = await store.list_notifications(session, user, limit=10, is_read=False)
+    finally:
+        await engine.dispose()
+    assert len({row.created_at for row in everything}) == 1
+    assert [row.id for row in walked] == [row.id for row in everything]
+    assert len(walked) == 5
+    assert [row.id for row in unread] == [row.id for row in everything if not row.is_read]
+    assert len(unread) == 4
 
 
 @pytest.mark.parametrize("database", DATABASES)

@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.allowed_origins or ["*"],
         allow_methods=["GET", "POST", "PATCH"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-        expose_headers=["Idempotent-Replayed"],
+        expose_headers=["Idempotent-Replayed", "Link"],
     )
     app.add_middleware(RequestMetrics)
     app.add_middleware(rest.ProducerCalls)

@@ -28,8 +28,8 @@ class NotificationNotFound(CampanaError):
     status_code = 404
     code = "not_found"
 
-    def __init__(self) -> None:
-        super().__init__("notification not found")
+    def __init__(self, message: str = "notification not found") -> None:
+        super().__init__(message)
 
 
 class IdempotencyConflict(CampanaError):

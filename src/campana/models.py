@@ -59,10 +59,12 @@ class Notification(Base):
     __table_args__ = (
         # List and snapshot: one user's items, newest first, ties by id.
         Index("ix_notifications_user_newest", "user_id", text("created_at DESC"), text("id DESC")),
-        # Read-all: only unread rows are indexed, so it finds what it changes.
+        # Unread pages and read-all: only unread rows are indexed, newest first.
         Index(
             "ix_notifications_user_unread",
             "user_id",
+            text("created_at DESC"),
+            text("id DESC"),
             postgresql_where=text("NOT is_read"),
             sqlite_where=text("is_read = 0"),  # as SQLAlchemy renders `not_(is_read)` there
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 from campana import store
 from campana.errors import NotificationNotFound
@@ -45,13 +46,42 @@ async def mark_all_read(db: Database, publisher: Publisher, *, user_id: str) -> 
     return badge.unread
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[NotificationItem]
+    has_more: bool  # older items match too: ask again with ``before`` the last item
+
+
 @needs_database
 async def list_notifications(
-    db: Database, *, user_id: str, skip: int, limit: int
-) -> list[NotificationItem]:
+    db: Database,
+    *,
+    user_id: str,
+    limit: int,
+    skip: int = 0,
+    before: uuid.UUID | None = None,
+    is_read: bool | None = None,
+    type_: str | None = None,
+) -> Page:
+    """A page of the user's items, newest first: older than ``before`` (the last item of
+    the page before: the cursor), after skipping ``skip`` of them (the older way)."""
     async with db() as session:
-        rows = await store.list_notifications(session, user_id, skip=skip, limit=limit)
-    return [NotificationItem.model_validate(row) for row in rows]
+        cursor = None
+        if before is not None:
+            cursor = await store.find_notification(session, user_id, before)
+            if cursor is None:
+                raise NotificationNotFound("before: no notification of yours has this id")
+        rows = await store.list_notifications(
+            session,
+            user_id,
+            skip=skip,
+            limit=limit + 1,  # one more tells whether there is a next page
+            before=None if cursor is None else (cursor.created_at, cursor.id),
+            is_read=is_read,
+            type_=type_,
+        )
+    items = [NotificationItem.model_validate(row) for row in rows[:limit]]
+    return Page(items, has_more=len(rows) > limit)
 
 
 @needs_database

@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -358,15 +359,28 @@ async def _add_sqlite(
 
 
 async def list_notifications(
-    session: AsyncSession, user_id: str, *, skip: int, limit: int
+    session: AsyncSession,
+    user_id: str,
+    *,
+    limit: int,
+    skip: int = 0,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    is_read: bool | None = None,
+    type_: str | None = None,
 ) -> Sequence[AnyRow]:
-    result = await session.execute(
-        select(*ITEM_COLUMNS)
-        .where(notifications.c.user_id == user_id)
-        .order_by(*NEWEST_FIRST)
-        .offset(skip)
-        .limit(limit)
-    )
+    """A page of the user's items, newest first: after ``skip`` items, or older than the
+    item ``before`` (keyset: one index range scan, stable while items are added)."""
+    query = select(*ITEM_COLUMNS).where(notifications.c.user_id == user_id)
+    if before is not None:
+        query = query.where(
+            tuple_(notifications.c.created_at, notifications.c.id) < tuple_(*before)
+        )
+    if is_read is not None:
+        # Written as read-all writes it, so that unread pages use the partial index.
+        query = query.where(notifications.c.is_read if is_read else not_(notifications.c.is_read))
+    if type_ is not None:
+        query = query.where(notifications.c.type == type_)
+    result = await session.execute(query.order_by(*NEWEST_FIRST).offset(skip).limit(limit))
     return result.all()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import time
 import uuid
 from typing import Annotated, Any, Final
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response, status
@@ -23,6 +24,7 @@ from campana.schemas import (
     ErrorBody,
     NotificationCreate,
     NotificationItem,
+    NotificationType,
     UnreadCount,
 )
 
@@ -48,19 +50,63 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
 
 
-@router.get("/", responses=_errors(401, 422), summary="List the caller's notifications")
+NEXT_PAGE_HEADER: Final = {
+    "Link": {
+        "description": "The next page, when there is one: `</api/v1/notifications/?before=<id>"
+        '&limit=N...>; rel="next"` (RFC 8288), the same filters and the last item as cursor.',
+        "schema": {"type": "string"},
+    }
+}
+
+
+@router.get(
+    "/",
+    responses={200: {"headers": NEXT_PAGE_HEADER}, **_errors(401, 404, 422)},
+    summary="List the caller's notifications",
+)
 async def list_notifications(
     services: ServicesDep,
     principal: CurrentUser,
+    request: Request,
+    response: Response,
     skip: Annotated[
         int, Query(ge=0, le=MAX_SKIP, description=f"Items to skip, at most {MAX_SKIP:,}.")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Items to return.")] = 20,
+    before: Annotated[
+        uuid.UUID | None,
+        Query(
+            description="Cursor: only items older than this one of yours (the last item of "
+            "the page before; 404 if it is not yours). Pages stay gapless and without "
+            "repeats while items are added. `skip` then counts from it."
+        ),
+    ] = None,
+    is_read: Annotated[
+        bool | None, Query(description="`false`: unread items only; `true`: read ones only.")
+    ] = None,
+    type_: Annotated[
+        NotificationType | None, Query(alias="type", description="Items of this type only.")
+    ] = None,
 ) -> list[NotificationItem]:
-    """Newest first (`created_at` descending, ties by `id` descending), so paging is stable."""
-    return await notifications.list_notifications(
-        services.db, user_id=principal.user_id, skip=skip, limit=limit
+    """Newest first (`created_at` descending, ties by `id` descending). Page with `before`
+    (the `Link` header names the next page) or, as before, with `skip`."""
+    page = await notifications.list_notifications(
+        services.db,
+        user_id=principal.user_id,
+        skip=skip,
+        limit=limit,
+        before=before,
+        is_read=is_read,
+        type_=type_.value if type_ is not None else None,
     )
+    if page.has_more:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in PAGE_KEYS]
+        query.append(("before", str(page.items[-1].id)))
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return page.items
+
+
+PAGE_KEYS: Final = frozenset({"skip", "before"})
 
 
 @router.get("/unread-count", responses=_errors(401), summary="The caller's unread count")
