@@ -1,7 +1,19 @@
 import { NotificationsApi } from './rest.js';
 import { NotificationsSocket, type SocketOptions } from './socket.js';
 import { NotificationStore, type OptimisticRead } from './store.js';
-import type { GetToken } from './types.js';
+import type { ConnectionState, GetToken, NotificationItem, ServerEvent } from './types.js';
+
+/**
+ * What the centre needs of its socket. `NotificationsSocket` is one; a socket shared between
+ * tabs, built from the same options, can be another.
+ */
+export interface SocketLike {
+  readonly state: ConnectionState;
+  connect(): void;
+  close(): void;
+  retryNow(): void;
+  markUnauthorized(cause: unknown): void;
+}
 
 export interface NotificationCenterOptions {
   baseUrl: string;
@@ -10,26 +22,46 @@ export interface NotificationCenterOptions {
   socket?: Partial<
     Pick<SocketOptions, 'keepaliveMs' | 'createWebSocket' | 'lifecycle' | 'random' | 'now'>
   >;
+  /** Builds the socket from its options; `new NotificationsSocket(options)` by default. */
+  createSocket?: (options: SocketOptions) => SocketLike;
+  /** How many older items `loadMore()` asks for at a time; 20 by default (at most 100). */
+  pageSize?: number;
+  /**
+   * Called once for each notification that arrives live (`notification.created` of an item
+   * not held yet), after the store has it: for a toast or a sound. Items of snapshots,
+   * pages and a joining tab's replay are not news, and an item is never announced twice.
+   * Only a visible page announces: with the socket shared by every tab of the browser, a
+   * sound would otherwise play once per open tab.
+   */
+  onNotification?: (item: NotificationItem) => void;
 }
 
 /** Socket, store and REST wired together: what a bell icon needs. */
 export class NotificationCenter {
   readonly store = new NotificationStore();
-  readonly socket: NotificationsSocket;
+  readonly socket: SocketLike;
   readonly api: NotificationsApi;
+  private readonly pageSize: number;
+  private readonly onNotification: ((item: NotificationItem) => void) | undefined;
+  /** The `next` of the last page; `undefined` before the first one. */
+  private cursor: string | undefined;
+  private loading: Promise<void> | null = null;
 
   constructor(options: NotificationCenterOptions) {
+    this.pageSize = options.pageSize ?? 20;
+    this.onNotification = options.onNotification;
     this.api = new NotificationsApi({
       baseUrl: options.baseUrl,
       getToken: options.getToken,
       fetch: options.fetch,
       onUnauthorized: (error) => this.socket.markUnauthorized(error),
     });
-    this.socket = new NotificationsSocket({
+    const createSocket = options.createSocket ?? ((socket) => new NotificationsSocket(socket));
+    this.socket = createSocket({
       ...options.socket,
       baseUrl: options.baseUrl,
       getToken: options.getToken,
-      onEvent: (event) => this.store.apply(event),
+      onEvent: (event, replayed) => this.receive(event, replayed === true),
       onStateChange: (state, authError) => this.store.setConnection(state, authError),
     });
   }
@@ -47,6 +79,17 @@ export class NotificationCenter {
     this.socket.retryNow();
   }
 
+  /**
+   * Fetch the page of items older than the oldest held, and merge it. Calls made while a page
+   * is on its way share it; nothing happens once the server said there is no older page.
+   * Never rejects: a failure is in the state's `loadError`, and the next call tries again.
+   */
+  loadMore(): Promise<void> {
+    if (!this.store.getState().hasMore) return Promise.resolve();
+    this.loading ??= this.fetchOlderPage().finally(() => (this.loading = null));
+    return this.loading;
+  }
+
   /** Optimistic: the item reads at once, and unreads again if the server refuses. */
   markRead(id: string): Promise<void> {
     return this.readOptimistically(this.store.markReadLocally([id]), () => this.api.markRead(id));
@@ -60,6 +103,28 @@ export class NotificationCenter {
   /** The badge from REST; the socket's counts win over it when they arrive meanwhile. */
   refreshUnreadCount(): Promise<void> {
     return this.store.refreshUnreadCount(() => this.api.unreadCount()).catch(() => undefined);
+  }
+
+  private receive(event: ServerEvent, replayed: boolean): void {
+    const news =
+      !replayed && event.event === 'notification.created' && !this.store.has(event.payload.id);
+    this.store.apply(event);
+    if (news && pageIsVisible()) this.onNotification?.(event.payload);
+  }
+
+  private async fetchOlderPage(): Promise<void> {
+    // The first page starts after the oldest item held (the snapshot's); with nothing held
+    // yet, from the newest. Later pages follow the server's cursor, which live items and
+    // snapshots cannot move: they are all newer.
+    const before = this.cursor ?? this.store.getState().orderedIds.at(-1);
+    this.store.loadingMore();
+    try {
+      const page = await this.api.page({ before, limit: this.pageSize });
+      if (page.next !== null) this.cursor = page.next;
+      this.store.addPage(page.items, { hasMore: page.next !== null });
+    } catch (error) {
+      this.store.loadMoreFailed(error);
+    }
   }
 
   private async readOptimistically(
@@ -77,4 +142,9 @@ export class NotificationCenter {
     // than wait for one that may never come (the item was already read on the server).
     if (read.commit()) void this.refreshUnreadCount();
   }
+}
+
+/** Outside a browser (tests, server rendering) every page counts as visible. */
+function pageIsVisible(): boolean {
+  return typeof document === 'undefined' || document.visibilityState !== 'hidden';
 }

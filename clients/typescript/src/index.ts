@@ -1,6 +1,12 @@
-export { NotificationCenter, type NotificationCenterOptions } from './center.js';
+export { NotificationCenter, type NotificationCenterOptions, type SocketLike } from './center.js';
 export * from './protocol.js';
-export { ApiError, NotificationsApi, type ApiOptions } from './rest.js';
+export {
+  ApiError,
+  NotificationsApi,
+  type ApiOptions,
+  type NotificationPage,
+  type PageQuery,
+} from './rest.js';
 export {
   BACKOFF_MS,
   KEEPALIVE_MS,
@@ -12,6 +18,14 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from './socket.js';
+export {
+  HIDDEN_GRACE_MS,
+  REPLAY_LIMIT,
+  SharedSocket,
+  type BroadcastChannelLike,
+  type LockManagerLike,
+  type SharedSocketOptions,
+} from './shared.js';
 export { NotificationStore, type NotificationState, type OptimisticRead } from './store.js';
 export type {
   ConnectionState,

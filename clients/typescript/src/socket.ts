@@ -65,7 +65,11 @@ export interface PageLifecycle {
 export interface SocketOptions {
   baseUrl: string;
   getToken: GetToken;
-  onEvent: (event: ServerEvent) => void;
+  /**
+   * Each frame but the keepalives' answers. `replayed` is true for the events a tab that
+   * joins is sent by the tab holding the browser's socket (`SharedSocket`): not news.
+   */
+  onEvent: (event: ServerEvent, replayed?: boolean) => void;
   /** `authError` is set in the `unauthorized` state only. */
   onStateChange?: (state: ConnectionState, authError: UnauthorizedError | null) => void;
   /** The server's `CAMPANA_KEEPALIVE_SECONDS`, in ms; `KEEPALIVE_MS` by default. */

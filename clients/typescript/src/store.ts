@@ -13,6 +13,12 @@ export interface NotificationState {
   readonly connection: ConnectionState;
   /** Why `connection` is `unauthorized`; `null` otherwise. */
   readonly authError: UnauthorizedError | null;
+  /** Older items may exist on the server: true until a page comes without a next one. */
+  readonly hasMore: boolean;
+  /** A page of older items is on its way. */
+  readonly isLoadingMore: boolean;
+  /** Why the last page failed; `null` once a page arrives or another is asked for. */
+  readonly loadError: unknown | null;
 }
 
 export type Listener = () => void;
@@ -42,13 +48,17 @@ interface PendingRead {
   committed: boolean;
 }
 
-const EMPTY: NotificationState = {
+/** What a store holds before anything arrives; also what a server render shows. */
+export const EMPTY_STATE: NotificationState = Object.freeze({
   notificationsById: new Map(),
   orderedIds: [],
   unreadCount: 0,
   connection: 'idle',
   authError: null,
-};
+  hasMore: true,
+  isLoadingMore: false,
+  loadError: null,
+});
 
 /**
  * The notification list and badge, framework-free. Every event applies idempotently: items
@@ -58,7 +68,7 @@ const EMPTY: NotificationState = {
  * `useSyncExternalStore`).
  */
 export class NotificationStore {
-  private state: NotificationState = EMPTY;
+  private state: NotificationState = EMPTY_STATE;
   private readonly listeners = new Set<Listener>();
   /** The last unread count the server sent (socket) or answered (REST). */
   private serverCount = 0;
@@ -72,6 +82,12 @@ export class NotificationStore {
    * either way the next frame settles them, and the badge does not bounce in between.
    */
   private readonly confirmedAwaitingCount = new Set<string>();
+  /**
+   * Our reads that a REST page showed as done. No count follows a page, but one that includes
+   * them is on its way to the socket (or comes with the next snapshot): only a count settles
+   * them.
+   */
+  private readonly confirmedByPage = new Set<string>();
 
   getState = (): NotificationState => this.state;
 
@@ -82,8 +98,11 @@ export class NotificationStore {
 
   /** The held items, newest first. */
   items(): NotificationItem[] {
-    const { notificationsById, orderedIds } = this.state;
-    return orderedIds.map((id) => notificationsById.get(id)).filter(isItem);
+    return itemsOf(this.state);
+  }
+
+  has(id: string): boolean {
+    return this.state.notificationsById.has(id);
   }
 
   /** One frame from the socket. */
@@ -116,21 +135,27 @@ export class NotificationStore {
   }
 
   /**
-   * Add or replace items (from a snapshot, an event or a REST page). An item held as read
-   * stays read whatever the copy says: the copy is older, or our read is still pending.
+   * Add or replace items (from a snapshot or an event; pages go through `addPage`). An item
+   * held as read stays read whatever the copy says: the copy is older, or our read is still
+   * pending.
    */
   upsert(items: readonly NotificationItem[]): void {
-    if (items.length === 0) {
-      this.publish();
-      return;
-    }
-    const byId = new Map(this.state.notificationsById);
-    for (const item of items) {
-      const heldAsRead = byId.get(item.id)?.is_read === true;
-      byId.set(item.id, heldAsRead && !item.is_read ? { ...item, is_read: true } : item);
-      if (item.is_read) this.confirmRead(item.id);
-    }
-    this.publish(byId, sortNewestFirst(byId));
+    this.update(this.merged(items));
+  }
+
+  /** A page of older items is on its way. */
+  loadingMore(): void {
+    this.update({ isLoadingMore: true, loadError: null });
+  }
+
+  /** Merge a page of older items; `hasMore: false` when the server named no next page. */
+  addPage(items: readonly NotificationItem[], { hasMore }: { hasMore: boolean }): void {
+    const merged = this.merged(items, this.confirmedByPage);
+    this.update({ ...merged, hasMore, isLoadingMore: false, loadError: null });
+  }
+
+  loadMoreFailed(error: unknown): void {
+    this.update({ isLoadingMore: false, loadError: error });
   }
 
   /**
@@ -167,6 +192,7 @@ export class NotificationStore {
   private applyCount(count: number): void {
     this.serverCount = count;
     this.confirmedAwaitingCount.clear();
+    this.confirmedByPage.clear();
     for (const read of this.pending) {
       read.countArrived = true;
       if (count === 0) {
@@ -181,10 +207,13 @@ export class NotificationStore {
     this.publish(count === 0 ? withRead(byId, [...byId.keys()]) : byId);
   }
 
-  /** The server says `id` is read: none of our reads may roll it back any more. */
-  private confirmRead(id: string): void {
+  /**
+   * The server says `id` is read: none of our reads may roll it back any more, and the badge
+   * leaves it out until a count that includes it (`awaitingCount`).
+   */
+  private confirmRead(id: string, awaitingCount = this.confirmedAwaitingCount): void {
     for (const read of this.pending) {
-      if (read.unconfirmed.delete(id)) this.confirmedAwaitingCount.add(id);
+      if (read.unconfirmed.delete(id)) awaitingCount.add(id);
     }
   }
 
@@ -208,12 +237,34 @@ export class NotificationStore {
     return !read.countArrived;
   }
 
+  /** The items and badge once `items` are merged (see `upsert` and `confirmRead`). */
+  private merged(
+    items: readonly NotificationItem[],
+    confirmedAwaitingCount = this.confirmedAwaitingCount,
+  ): Partial<NotificationState> {
+    if (items.length === 0) return this.badgeChange();
+    const byId = new Map(this.state.notificationsById);
+    for (const item of items) {
+      const heldAsRead = byId.get(item.id)?.is_read === true;
+      byId.set(item.id, heldAsRead && !item.is_read ? { ...item, is_read: true } : item);
+      if (item.is_read) this.confirmRead(item.id, confirmedAwaitingCount);
+    }
+    return this.badgeChange(byId, sortNewestFirst(byId));
+  }
+
   /** Make `unreadCount` follow the server's count and the pending reads. */
   private publish(
     notificationsById: ReadonlyMap<string, NotificationItem> = this.state.notificationsById,
     orderedIds: readonly string[] = this.state.orderedIds,
   ): void {
-    this.update({ notificationsById, orderedIds, unreadCount: this.badge(notificationsById) });
+    this.update(this.badgeChange(notificationsById, orderedIds));
+  }
+
+  private badgeChange(
+    notificationsById: ReadonlyMap<string, NotificationItem> = this.state.notificationsById,
+    orderedIds: readonly string[] = this.state.orderedIds,
+  ): Partial<NotificationState> {
+    return { notificationsById, orderedIds, unreadCount: this.badge(notificationsById) };
   }
 
   private badge(byId: ReadonlyMap<string, NotificationItem>): number {
@@ -222,7 +273,7 @@ export class NotificationStore {
     if ([...this.pending].some((read) => read.all)) {
       return [...byId.values()].filter((item) => !item.is_read).length;
     }
-    const notCounted = new Set(this.confirmedAwaitingCount);
+    const notCounted = new Set([...this.confirmedAwaitingCount, ...this.confirmedByPage]);
     for (const read of this.pending) for (const id of read.unconfirmed) notCounted.add(id);
     return Math.max(0, this.serverCount - notCounted.size);
   }
@@ -235,6 +286,14 @@ export class NotificationStore {
     this.state = { ...this.state, ...change };
     for (const listener of this.listeners) listener();
   }
+}
+
+/** The items of `state`, newest first. */
+export function itemsOf(
+  state: Pick<NotificationState, 'notificationsById' | 'orderedIds'>,
+): NotificationItem[] {
+  const { notificationsById, orderedIds } = state;
+  return orderedIds.map((id) => notificationsById.get(id)).filter(isItem);
 }
 
 function isItem(item: NotificationItem | undefined): item is NotificationItem {

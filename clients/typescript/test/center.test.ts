@@ -1,94 +1,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
-import { NotificationCenter } from '../src/center.js';
-import { ApiError, NotificationsApi } from '../src/rest.js';
+import { NotificationCenter, type SocketLike } from '../src/center.js';
+import { ApiError } from '../src/rest.js';
+import type { SocketOptions } from '../src/socket.js';
 import type { NotificationItem } from '../src/types.js';
-import { FakeWebSocket, item } from './fakes.js';
-
-function answer(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { 'Content-Type': 'application/json' },
-  });
-}
-
-describe('NotificationsApi', () => {
-  it('refreshes the token and retries once on 401', async () => {
-    const tokens: boolean[] = [];
-    const fetch = vi
-      .fn<typeof globalThis.fetch>()
-      .mockResolvedValueOnce(answer(401, { error: 'unauthorized', detail: 'token expired' }))
-      .mockResolvedValueOnce(answer(200, { count: 3 }));
-    const api = new NotificationsApi({
-      baseUrl: 'https://app.example/',
-      getToken: ({ refresh }) => (tokens.push(refresh), refresh ? 'new' : 'old'),
-      fetch,
-    });
-    expect(await api.unreadCount()).toBe(3);
-    expect(tokens).toEqual([false, true]);
-    expect(fetch.mock.calls[1]?.[0]).toBe('https://app.example/api/v1/notifications/unread-count');
-    expect(fetch.mock.calls[1]?.[1]?.headers).toEqual({ Authorization: 'Bearer new' });
-  });
-
-  it('gives up after the retry and reports the server error', async () => {
-    const fetch = vi.fn<typeof globalThis.fetch>(async () =>
-      answer(401, { error: 'unauthorized', detail: 'token expired' }),
-    );
-    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
-    await expect(api.list()).rejects.toEqual(new ApiError(401, 'unauthorized', 'token expired'));
-    expect(fetch).toHaveBeenCalledTimes(2);
-  });
-
-  it('reports a refreshed token refused again, and only that', async () => {
-    const refused: ApiError[] = [];
-    const fetch = vi
-      .fn<typeof globalThis.fetch>()
-      .mockResolvedValueOnce(answer(401, {}))
-      .mockResolvedValueOnce(answer(200, { count: 1 }))
-      .mockResolvedValueOnce(answer(403, {}))
-      .mockResolvedValueOnce(answer(401, {}))
-      .mockResolvedValueOnce(answer(401, { error: 'unauthorized', detail: 'bad signature' }));
-    const api = new NotificationsApi({
-      baseUrl: 'http://x',
-      getToken: () => 't',
-      fetch,
-      onUnauthorized: (error) => refused.push(error),
-    });
-    await api.unreadCount();
-    await expect(api.markAllRead()).rejects.toBeInstanceOf(ApiError);
-    expect(refused).toEqual([]);
-    await expect(api.list()).rejects.toBeInstanceOf(ApiError);
-    expect(refused).toEqual([new ApiError(401, 'unauthorized', 'bad signature')]);
-  });
-
-  it('builds the paths of the guide', async () => {
-    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(200, []));
-    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
-    await api.list({ skip: 20, limit: 10 });
-    await api.markRead('a b');
-    await api.markAllRead();
-    expect(fetch.mock.calls.map(([url, init]) => `${init?.method} ${url}`)).toEqual([
-      'GET http://x/api/v1/notifications/?skip=20&limit=10',
-      'PATCH http://x/api/v1/notifications/a%20b/read',
-      'POST http://x/api/v1/notifications/read-all',
-    ]);
-  });
-});
-
-/** A fetch that answers each call when the test says so, and records the calls. */
-function controlledFetch() {
-  type Call = { call: string; answer: (response: Response) => void; fail: (error: Error) => void };
-  const calls: Call[] = [];
-  const fetch = vi.fn<typeof globalThis.fetch>((url, init) => {
-    const call = `${init?.method} ${String(url).replace('http://x/api/v1/notifications', '')}`;
-    return new Promise((answer, fail) => calls.push({ call, answer, fail }));
-  });
-  const next = async (call: string) => {
-    await vi.waitFor(() => expect(calls[0]?.call).toBe(call));
-    return calls.shift() as Call;
-  };
-  return { fetch, calls, next };
-}
+import { answer, controlledFetch, FakeWebSocket, item, pageAnswer } from './fakes.js';
 
 const opened: NotificationCenter[] = [];
 afterEach(() => {
@@ -264,5 +180,187 @@ describe('NotificationCenter', () => {
     await vi.waitFor(() => expect(FakeWebSocket.created).toHaveLength(2));
     expect(hub.store.getState().connection).toBe('connecting');
     expect(hub.store.getState().authError).toBeNull();
+  });
+});
+
+/** A centre on a socket the test drives directly, holding `snapshot` as its first frames. */
+function drivenCenter(
+  fetch: typeof globalThis.fetch,
+  snapshot: NotificationItem[],
+  onNotification?: (item: NotificationItem) => void,
+) {
+  let socketOptions: SocketOptions | undefined;
+  const socket: SocketLike = {
+    state: 'idle',
+    connect: vi.fn(),
+    close: vi.fn(),
+    retryNow: vi.fn(),
+    markUnauthorized: vi.fn(),
+  };
+  const hub = new NotificationCenter({
+    baseUrl: 'http://x',
+    getToken: () => 't',
+    fetch,
+    pageSize: 2,
+    onNotification,
+    createSocket: (options) => {
+      socketOptions = options;
+      return socket;
+    },
+  });
+  const send = (frame: Parameters<SocketOptions['onEvent']>[0]) => socketOptions?.onEvent(frame);
+  send({ event: 'snapshot', payload: snapshot });
+  send({ event: 'unread_count.updated', payload: { count: snapshot.length } });
+  const ids = () => hub.store.getState().orderedIds;
+  return { hub, socket, send, ids, options: () => socketOptions };
+}
+
+/** `count` items, newest first, older than everything made before. */
+function older(count: number, before: NotificationItem): NotificationItem[] {
+  const start = Date.parse(before.created_at);
+  return Array.from({ length: count }, (_, index) =>
+    item({ created_at: new Date(start - (index + 1) * 60_000).toISOString() }),
+  );
+}
+
+describe('NotificationCenter socket injection', () => {
+  it('builds its socket with createSocket and feeds the store from it', () => {
+    const shown = item();
+    const { hub, socket, options, ids } = drivenCenter(vi.fn(), [shown]);
+    expect(options()).toMatchObject({ baseUrl: 'http://x' });
+    hub.connect();
+    hub.retryNow();
+    hub.close();
+    expect(socket.connect).toHaveBeenCalledOnce();
+    expect(socket.retryNow).toHaveBeenCalledOnce();
+    expect(socket.close).toHaveBeenCalledOnce();
+    options()?.onStateChange?.('open', null);
+    expect(hub.store.getState().connection).toBe('open');
+    expect(ids()).toEqual([shown.id]);
+  });
+
+  it('tells the injected socket when REST refuses a refreshed token', async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(401, {}));
+    const { hub, socket } = drivenCenter(fetch, [item()]);
+    await hub.loadMore();
+    expect(socket.markUnauthorized).toHaveBeenCalledWith(new ApiError(401, 'http_error', ''));
+  });
+});
+
+describe('NotificationCenter.loadMore', () => {
+  it('pages from the oldest snapshot item, then follows the server cursor', async () => {
+    const { fetch, next } = controlledFetch();
+    const [newest, oldest] = [item(), item()].reverse() as [NotificationItem, NotificationItem];
+    const { hub, ids } = drivenCenter(fetch, [newest, oldest]);
+    const [a, b, c] = older(3, oldest);
+    const first = hub.loadMore();
+    (await next(`GET /?limit=2&before=${oldest.id}`)).answer(pageAnswer([a!, b!], b!.id));
+    await first;
+    expect(ids()).toEqual([newest.id, oldest.id, a!.id, b!.id]);
+    expect(hub.store.getState().hasMore).toBe(true);
+    const second = hub.loadMore();
+    (await next(`GET /?limit=2&before=${b!.id}`)).answer(pageAnswer([c!]));
+    await second;
+    expect(ids()).toEqual([newest.id, oldest.id, a!.id, b!.id, c!.id]);
+    expect(hub.store.getState().hasMore).toBe(false);
+  });
+
+  it('asks for the newest page when nothing is held yet', async () => {
+    const { fetch, next } = controlledFetch();
+    const { hub } = drivenCenter(fetch, []);
+    const loading = hub.loadMore();
+    (await next('GET /?limit=2')).answer(pageAnswer([item()]));
+    await loading;
+    expect(hub.store.items()).toHaveLength(1);
+  });
+
+  it('keeps a live item that arrives while the page is on its way', async () => {
+    const { fetch, next } = controlledFetch();
+    const held = item();
+    const { hub, send, ids } = drivenCenter(fetch, [held]);
+    const loading = hub.loadMore();
+    const call = await next(`GET /?limit=2&before=${held.id}`);
+    expect(hub.store.getState().isLoadingMore).toBe(true);
+    const live = item();
+    send({ event: 'notification.created', payload: live });
+    const [page] = older(1, held);
+    call.answer(pageAnswer([page!]));
+    await loading;
+    expect(ids()).toEqual([live.id, held.id, page!.id]);
+    expect(hub.store.getState().isLoadingMore).toBe(false);
+  });
+
+  it('holds one copy of an item in both the snapshot and a page, and keeps it read', async () => {
+    const { fetch, next } = controlledFetch();
+    const [newer, shared] = [item(), item()].reverse() as [NotificationItem, NotificationItem];
+    const { hub, send, ids } = drivenCenter(fetch, [newer]);
+    const loading = hub.loadMore();
+    const call = await next(`GET /?limit=2&before=${newer.id}`);
+    // A reconnect's snapshot brings `shared`, read meanwhile; the page has the older copy.
+    send({ event: 'snapshot', payload: [newer, { ...shared, is_read: true }] });
+    call.answer(pageAnswer([shared]));
+    await loading;
+    expect(ids()).toEqual([newer.id, shared.id]);
+    expect(hub.store.getState().notificationsById.get(shared.id)?.is_read).toBe(true);
+  });
+
+  it('shares one request between concurrent calls, and stops after the last page', async () => {
+    const { fetch, next, calls } = controlledFetch();
+    const held = item();
+    const { hub } = drivenCenter(fetch, [held]);
+    const loads = [hub.loadMore(), hub.loadMore(), hub.loadMore()];
+    (await next(`GET /?limit=2&before=${held.id}`)).answer(pageAnswer([]));
+    await Promise.all(loads);
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(hub.store.getState().hasMore).toBe(false);
+    await hub.loadMore();
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(calls).toEqual([]);
+  });
+
+  it('reports a failed page in loadError without rejecting, and the next call retries', async () => {
+    const { fetch, next } = controlledFetch();
+    const held = item();
+    const { hub } = drivenCenter(fetch, [held]);
+    const failing = hub.loadMore();
+    (await next(`GET /?limit=2&before=${held.id}`)).fail(new TypeError('network down'));
+    await failing;
+    expect(hub.store.getState()).toMatchObject({
+      isLoadingMore: false,
+      hasMore: true,
+      loadError: new TypeError('network down'),
+    });
+    const retrying = hub.loadMore();
+    expect(hub.store.getState().loadError).toBeNull();
+    (await next(`GET /?limit=2&before=${held.id}`)).answer(pageAnswer([]));
+    await retrying;
+    expect(hub.store.getState().loadError).toBeNull();
+  });
+});
+
+describe('NotificationCenter onNotification', () => {
+  it('announces each live item once, and no item of a snapshot or a page', async () => {
+    const { fetch, next } = controlledFetch();
+    const announced: string[] = [];
+    const heldWhenAnnounced: boolean[] = [];
+    const held = item();
+    const { hub, send } = drivenCenter(fetch, [held], (news) => {
+      announced.push(news.id);
+      heldWhenAnnounced.push(hub.store.has(news.id));
+    });
+    const loading = hub.loadMore();
+    const [paged] = older(1, held);
+    (await next(`GET /?limit=2&before=${held.id}`)).answer(pageAnswer([paged!]));
+    await loading;
+    const live = item();
+    const fromSnapshot = item();
+    send({ event: 'snapshot', payload: [fromSnapshot, held] });
+    send({ event: 'notification.created', payload: held });
+    send({ event: 'notification.created', payload: paged! });
+    send({ event: 'notification.created', payload: fromSnapshot });
+    send({ event: 'notification.created', payload: live });
+    send({ event: 'notification.created', payload: live });
+    expect(announced).toEqual([live.id]);
+    expect(heldWhenAnnounced).toEqual([true]);
   });
 });

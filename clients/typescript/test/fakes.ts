@@ -1,3 +1,5 @@
+import { expect, vi } from 'vitest';
+
 import type { PageLifecycle, WebSocketLike } from '../src/socket.js';
 import type { NotificationItem } from '../src/types.js';
 
@@ -85,4 +87,40 @@ export function item(overrides: Partial<NotificationItem> = {}): NotificationIte
     created_at: new Date(Date.UTC(2026, 10, 28, 7, 0, counter)).toISOString(),
     ...overrides,
   };
+}
+
+/** A JSON response, as the server answers. */
+export function answer(
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'Content-Type': 'application/json', ...headers },
+  });
+}
+
+/** A page of `GET /api/v1/notifications/`, with the server's `Link` header when `next` is set. */
+export function pageAnswer(items: NotificationItem[], next: string | null = null): Response {
+  const link = `</api/v1/notifications/?limit=20&before=${next}>; rel="next"`;
+  return answer(200, items, next === null ? {} : { Link: link });
+}
+
+/**
+ * A fetch that answers each call when the test says so, and records the calls as
+ * `METHOD /path?query`, the path under `/api/v1/notifications`.
+ */
+export function controlledFetch() {
+  type Call = { call: string; answer: (response: Response) => void; fail: (error: Error) => void };
+  const calls: Call[] = [];
+  const fetch = vi.fn<typeof globalThis.fetch>((url, init) => {
+    const call = `${init?.method} ${String(url).replace(/^.*\/api\/v1\/notifications/, '')}`;
+    return new Promise((answer, fail) => calls.push({ call, answer, fail }));
+  });
+  const next = async (call: string) => {
+    await vi.waitFor(() => expect(calls[0]?.call).toBe(call));
+    return calls.shift() as Call;
+  };
+  return { fetch, calls, next };
 }

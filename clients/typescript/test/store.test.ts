@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { NotificationItem } from '../src/types.js';
 
-import { NotificationStore } from '../src/store.js';
+import { EMPTY_STATE, NotificationStore } from '../src/store.js';
 import { item } from './fakes.js';
 
 describe('NotificationStore', () => {
@@ -293,5 +293,75 @@ describe('NotificationStore read is sticky', () => {
     expect(isRead(a)).toBe(true);
     read.rollBack();
     expect(isRead(a)).toBe(false);
+  });
+});
+
+describe('NotificationStore pages', () => {
+  it('starts empty, idle, with older items to load', () => {
+    expect(new NotificationStore().getState()).toEqual(EMPTY_STATE);
+    expect(EMPTY_STATE).toMatchObject({ connection: 'idle', hasMore: true, isLoadingMore: false });
+  });
+
+  it('merges a page with what it holds, one copy per id, newest first', () => {
+    const [newest, shared, oldest] = [item(), item(), item()].reverse() as NotificationItem[];
+    const { store } = holding(newest!, shared!);
+    store.loadingMore();
+    store.addPage([shared!, oldest!], { hasMore: true });
+    expect(store.items().map((i) => i.id)).toEqual([newest!.id, shared!.id, oldest!.id]);
+    expect(store.getState()).toMatchObject({ hasMore: true, isLoadingMore: false });
+  });
+
+  it('a page never unreads what it holds as read, and its read items read what it holds', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    store.apply(readEvent(a));
+    store.apply(countEvent(1));
+    store.addPage([a, { ...b, is_read: true }], { hasMore: false });
+    expect([isRead(a), isRead(b)]).toEqual([true, true]);
+    expect(badge()).toBe(1); // the count stays the server's: a page carries none
+  });
+
+  it('a page that shows a pending read as done keeps the badge still until its count', () => {
+    const [a, b] = [item(), item()];
+    const { store, isRead, badge } = holding(a, b);
+    const read = store.markReadLocally([a.id]);
+    const seen: number[] = [];
+    store.subscribe(() => seen.push(badge()));
+    store.addPage([{ ...a, is_read: true }], { hasMore: false });
+    store.apply(readEvent(a)); // the socket's events for the read, after the page
+    store.apply(countEvent(1));
+    expect(read.rollBack()).toBe(false); // a 504: the server had read it all the same
+    expect(isRead(a)).toBe(true);
+    expect(seen.filter((count) => count !== 1)).toEqual([]);
+  });
+
+  it('stops having more after a page without a next one', () => {
+    const store = new NotificationStore();
+    store.addPage([], { hasMore: false });
+    expect(store.getState().hasMore).toBe(false);
+  });
+
+  it('holds a failure until the next attempt', () => {
+    const store = new NotificationStore();
+    store.loadingMore();
+    expect(store.getState()).toMatchObject({ isLoadingMore: true, loadError: null });
+    const error = new TypeError('network down');
+    store.loadMoreFailed(error);
+    expect(store.getState()).toMatchObject({ isLoadingMore: false, loadError: error });
+    store.loadingMore();
+    expect(store.getState().loadError).toBeNull();
+  });
+
+  it('makes a new state object for each change, and keeps the unchanged parts', () => {
+    const store = new NotificationStore();
+    const states = [store.getState()];
+    store.subscribe(() => states.push(store.getState()));
+    store.loadingMore();
+    store.addPage([item()], { hasMore: true });
+    store.loadMoreFailed(new Error('boom'));
+    expect(new Set(states).size).toBe(4);
+    expect(states[1]?.notificationsById).toBe(states[0]?.notificationsById);
+    expect(states[3]?.notificationsById).toBe(states[2]?.notificationsById);
+    expect(states[0]).toEqual(EMPTY_STATE);
   });
 });

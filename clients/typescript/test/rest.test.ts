@@ -1,0 +1,144 @@
+import { describe, expect, it, vi } from 'vitest';
+
+import { ApiError, nextCursor, NotificationsApi } from '../src/rest.js';
+import { answer, item, pageAnswer } from './fakes.js';
+
+describe('NotificationsApi', () => {
+  it('refreshes the token and retries once on 401', async () => {
+    const tokens: boolean[] = [];
+    const fetch = vi
+      .fn<typeof globalThis.fetch>()
+      .mockResolvedValueOnce(answer(401, { error: 'unauthorized', detail: 'token expired' }))
+      .mockResolvedValueOnce(answer(200, { count: 3 }));
+    const api = new NotificationsApi({
+      baseUrl: 'https://app.example/',
+      getToken: ({ refresh }) => (tokens.push(refresh), refresh ? 'new' : 'old'),
+      fetch,
+    });
+    expect(await api.unreadCount()).toBe(3);
+    expect(tokens).toEqual([false, true]);
+    expect(fetch.mock.calls[1]?.[0]).toBe('https://app.example/api/v1/notifications/unread-count');
+    expect(fetch.mock.calls[1]?.[1]?.headers).toEqual({ Authorization: 'Bearer new' });
+  });
+
+  it('gives up after the retry and reports the server error', async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () =>
+      answer(401, { error: 'unauthorized', detail: 'token expired' }),
+    );
+    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
+    await expect(api.list()).rejects.toEqual(new ApiError(401, 'unauthorized', 'token expired'));
+    expect(fetch).toHaveBeenCalledTimes(2);
+  });
+
+  it('reports a refreshed token refused again, and only that', async () => {
+    const refused: ApiError[] = [];
+    const fetch = vi
+      .fn<typeof globalThis.fetch>()
+      .mockResolvedValueOnce(answer(401, {}))
+      .mockResolvedValueOnce(answer(200, { count: 1 }))
+      .mockResolvedValueOnce(answer(403, {}))
+      .mockResolvedValueOnce(answer(401, {}))
+      .mockResolvedValueOnce(answer(401, { error: 'unauthorized', detail: 'bad signature' }));
+    const api = new NotificationsApi({
+      baseUrl: 'http://x',
+      getToken: () => 't',
+      fetch,
+      onUnauthorized: (error) => refused.push(error),
+    });
+    await api.unreadCount();
+    await expect(api.markAllRead()).rejects.toBeInstanceOf(ApiError);
+    expect(refused).toEqual([]);
+    await expect(api.list()).rejects.toBeInstanceOf(ApiError);
+    expect(refused).toEqual([new ApiError(401, 'unauthorized', 'bad signature')]);
+  });
+
+  it('builds the paths of the guide', async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(200, []));
+    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
+    await api.list({ skip: 20, limit: 10 });
+    await api.markRead('a b');
+    await api.markAllRead();
+    expect(fetch.mock.calls.map(([url, init]) => `${init?.method} ${url}`)).toEqual([
+      'GET http://x/api/v1/notifications/?skip=20&limit=10',
+      'PATCH http://x/api/v1/notifications/a%20b/read',
+      'POST http://x/api/v1/notifications/read-all',
+    ]);
+  });
+});
+
+describe('NotificationsApi.page', () => {
+  function api(response: () => Response) {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => response());
+    return {
+      api: new NotificationsApi({ baseUrl: 'http://x/', getToken: () => 't', fetch }),
+      fetch,
+    };
+  }
+  const urls = (fetch: ReturnType<typeof api>['fetch']) =>
+    fetch.mock.calls.map(([url]) => String(url).replace('http://x/api/v1/notifications', ''));
+
+  it('asks for the newest 20 by default', async () => {
+    const { api: notifications, fetch } = api(() => pageAnswer([]));
+    await notifications.page();
+    expect(urls(fetch)).toEqual(['/?limit=20']);
+  });
+
+  it('puts the cursor and the filters in the query, encoded', async () => {
+    const { api: notifications, fetch } = api(() => pageAnswer([]));
+    await notifications.page({ before: 'a&b', limit: 5, isRead: false, type: 'CAMPAIGN_ERROR' });
+    await notifications.page({ isRead: true });
+    expect(urls(fetch)).toEqual([
+      '/?limit=5&before=a%26b&is_read=false&type=CAMPAIGN_ERROR',
+      '/?limit=20&is_read=true',
+    ]);
+  });
+
+  it('returns the items and the cursor of the Link header', async () => {
+    const items = [item(), item()];
+    const { api: notifications } = api(() => pageAnswer(items, items[1]!.id));
+    expect(await notifications.page()).toEqual({ items, next: items[1]!.id });
+  });
+
+  it('returns no cursor on the last page', async () => {
+    const { api: notifications } = api(() => pageAnswer([item()]));
+    expect((await notifications.page()).next).toBeNull();
+  });
+
+  it('rejects an unknown cursor with the server error', async () => {
+    const { api: notifications } = api(() =>
+      answer(404, { error: 'not_found', detail: 'notification not found' }),
+    );
+    await expect(notifications.page({ before: 'gone' })).rejects.toEqual(
+      new ApiError(404, 'not_found', 'notification not found'),
+    );
+  });
+});
+
+describe('nextCursor', () => {
+  it('reads the before parameter of the rel="next" link', () => {
+    expect(
+      nextCursor('</api/v1/notifications/?limit=20&is_read=false&before=abc-1>; rel="next"'),
+    ).toBe('abc-1');
+  });
+
+  it('accepts absolute targets, unquoted and multiple relation types, any case', () => {
+    expect(nextCursor('<https://h.example/api/v1/notifications/?before=x>; rel=next')).toBe('x');
+    expect(nextCursor('</p?before=y>; title="a; b, c"; REL="Next last"')).toBe('y');
+  });
+
+  it('picks the next link among several', () => {
+    expect(nextCursor('</p?before=1>; rel="prev", </p?before=2>;rel="next"')).toBe('2');
+  });
+
+  it('decodes the cursor', () => {
+    expect(nextCursor('</p?limit=2&before=a%26b>; rel="next"')).toBe('a&b');
+  });
+
+  it('is null without a header, without a next link, or without a cursor', () => {
+    expect(nextCursor(null)).toBeNull();
+    expect(nextCursor('')).toBeNull();
+    expect(nextCursor('</p?before=1>; rel="prev"')).toBeNull();
+    expect(nextCursor('</p?before=1>; rel="nextpage"')).toBeNull();
+    expect(nextCursor('</p?limit=2>; rel="next"')).toBeNull();
+  });
+});
