@@ -1,5 +1,7 @@
 /**
- * The demo notification centre that `campana serve` shows at `/`.
+ * The demo notification centre that `campana serve` shows at `/`: a bell in the header that
+ * opens a feed, the way GitHub's and Knock's bells work. Every tab of the browser signed in
+ * as the same user shares one socket (`SharedSocket`).
  *
  * Query parameters: `token` (the user's JWT; without it the page asks for one) and
  * `keepalive` (the server's `CAMPANA_KEEPALIVE_SECONDS`, 25 by default; the page counts
@@ -9,6 +11,8 @@
 import './style.css';
 
 import { NotificationCenter } from '../src/center.js';
+import { SharedSocket } from '../src/shared.js';
+import type { NotificationState } from '../src/store.js';
 import type { ConnectionState, NotificationItem, NotificationType } from '../src/types.js';
 
 // Plain glyphs in coloured discs: they render with any font, emoji or not.
@@ -22,10 +26,10 @@ const ICONS: Record<NotificationType, [glyph: string, tone: string]> = {
   CAMPAIGN_ERROR: ['!', 'bad'],
 };
 
-const BELL = `<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path fill="currentColor" d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22Zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1l-2-2Z"/></svg>`;
+const BELL = `<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true" focusable="false"><path fill="currentColor" d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22Zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1l-2-2Z"/></svg>`;
 
 const STATES: Record<ConnectionState, string> = {
-  idle: 'Not connected',
+  idle: 'Paused',
   connecting: 'Connecting…',
   open: 'Live',
   reconnecting: 'Reconnecting…',
@@ -33,6 +37,17 @@ const STATES: Record<ConnectionState, string> = {
   unauthorized: 'Signed out',
   closed: 'Closed',
 };
+
+/** What the live region says when the connection changes; silence for the others. */
+const ANNOUNCED_STATES: Partial<Record<ConnectionState, string>> = {
+  open: 'Live: new notifications arrive as they happen.',
+  reconnecting: 'Connection lost. Reconnecting…',
+  stopped: 'The server stopped this connection.',
+  unauthorized: 'Signed out.',
+};
+
+/** States on the way to a snapshot: the empty list means "not yet", not "none". */
+const WAITING: ConnectionState[] = ['idle', 'connecting', 'reconnecting'];
 
 const app = document.querySelector<HTMLDivElement>('#app');
 if (!app) throw new Error('#app is missing');
@@ -53,7 +68,8 @@ function showTokenForm(root: HTMLElement): void {
       <h1>${BELL} Campana</h1>
       <p>Paste a token (<code>campana token demo</code> prints one) to open the notification centre.</p>
       <form>
-        <input name="token" placeholder="eyJhbGciOi…" autocomplete="off" required />
+        <label for="first-token">Token</label>
+        <input id="first-token" name="token" placeholder="eyJhbGciOi…" autocomplete="off" required />
         <button type="submit">Open</button>
       </form>
     </main>`;
@@ -65,57 +81,263 @@ function showTokenForm(root: HTMLElement): void {
   });
 }
 
+type Filter = 'all' | 'unread';
+
 function showCentre(root: HTMLElement, firstToken: string, keepalive: number | undefined): void {
   root.innerHTML = `
-    <header>
+    <header class="top">
       <h1>${BELL} Campana</h1>
       <span class="user"></span>
       <span class="connection" data-testid="connection"></span>
-      <button class="bell" data-testid="bell" aria-label="Notifications">${BELL}<span class="badge" data-testid="badge"></span></button>
-      <button class="read-all" data-testid="read-all">Mark all read</button>
+      <div class="bell-anchor">
+        <button type="button" class="bell" data-testid="bell" aria-expanded="false" aria-controls="feed">${BELL}<span class="badge" data-testid="badge" aria-hidden="true" hidden></span></button>
+        <section id="feed" class="popover" aria-labelledby="feed-title" hidden>
+          <div class="popover-head">
+            <h2 id="feed-title">Notifications</h2>
+            <button type="button" class="read-all" data-testid="read-all">Mark all read</button>
+          </div>
+          <div class="filters" role="group" aria-label="Show">
+            <button type="button" class="filter" data-filter="all" data-testid="filter-all" aria-pressed="true">All</button>
+            <button type="button" class="filter" data-filter="unread" data-testid="filter-unread" aria-pressed="false">Unread</button>
+          </div>
+          <p class="error" role="alert" data-testid="error" hidden></p>
+          <div class="feed-scroll">
+            <ul class="list" data-testid="list" aria-label="Notifications"></ul>
+            <p class="empty" data-testid="empty" hidden></p>
+            <div class="sentinel" aria-hidden="true"></div>
+            <div class="more">
+              <button type="button" class="load-more" data-testid="load-more" hidden>Load more</button>
+            </div>
+          </div>
+        </section>
+      </div>
     </header>
-    <section class="signed-out" data-testid="signed-out" hidden>
-      <p>Signed out: <span class="reason"></span>. Paste another token, or retry once signed in again.</p>
-      <form>
-        <input name="token" data-testid="token-input" placeholder="eyJhbGciOi…" autocomplete="off" required />
-        <button type="submit" data-testid="use-token">Use this token</button>
-        <button type="button" class="retry" data-testid="retry">Retry</button>
-      </form>
-    </section>
-    <p class="error" role="alert" hidden></p>
-    <ul class="list" data-testid="list"></ul>
-    <p class="empty">No notifications yet. Try <code>campana send &lt;user&gt; --message "Hello"</code>.</p>`;
-  const $ = <T extends Element>(selector: string) => root.querySelector<T>(selector) as T;
+    <main class="page">
+      <section class="signed-out" data-testid="signed-out" hidden>
+        <p>Signed out: <span class="reason"></span>. Paste another token, or retry once signed in again.</p>
+        <form>
+          <label for="next-token">Token</label>
+          <input id="next-token" name="token" data-testid="token-input" placeholder="eyJhbGciOi…" autocomplete="off" required />
+          <button type="submit" data-testid="use-token">Use this token</button>
+          <button type="button" class="retry" data-testid="retry">Retry</button>
+        </form>
+      </section>
+      <section class="intro">
+        <h2>Your workspace</h2>
+        <p>Notifications for this user arrive in the bell above, live, in every tab at once.</p>
+        <p>Send one from a terminal: <code>campana send &lt;user&gt; --message "Hello"</code>.</p>
+      </section>
+    </main>
+    <div class="visually-hidden" role="status" aria-live="polite" data-testid="announcer"></div>`;
+  const $ = <T extends Element = HTMLElement>(selector: string) =>
+    root.querySelector<T>(selector) as T;
   let jwt = firstToken;
-  $('.user').textContent = userOf(jwt);
+  const user = subjectOf(jwt);
+  $('.user').textContent = user ? `signed in as ${user}` : '';
 
+  const announcer = announce($('[role=status]'));
   const centre = new NotificationCenter({
     baseUrl: location.origin,
     getToken: () => jwt,
+    // A read sent as the page follows a row's link must outlive the page.
+    fetch: (input, init) =>
+      fetch(input, init?.method && init.method !== 'GET' ? { ...init, keepalive: true } : init),
     socket: { keepaliveMs: keepalive },
+    // One socket for every tab of this user; a token without a user keeps its own.
+    createSocket: user
+      ? (options) =>
+          new SharedSocket({ ...options, channelName: `campana:${location.origin}:${user}` })
+      : undefined,
+    onNotification: (item) => announcer.item(item.message),
   });
-  const showError = (error: unknown) => {
-    $('.error').textContent = error instanceof Error ? error.message : String(error);
-    $('.error').removeAttribute('hidden');
+
+  const bell = $<HTMLButtonElement>('.bell');
+  const popover = $('.popover');
+  const list = $<HTMLUListElement>('.list');
+  const scroller = $('.feed-scroll');
+  const loadMoreButton = $<HTMLButtonElement>('.load-more');
+  const rows = new Map<string, Row>();
+  let filter: Filter = 'all';
+  /** Read while the Unread view shows them: they stay until the view changes, so focus does. */
+  let keptInUnreadView = new Set<string>();
+  let actionError: string | null = null;
+  let lastConnection: ConnectionState | null = null;
+  let wasLive = false;
+  let sentinelInView = false;
+
+  const failed = (error: unknown) => {
+    actionError = error instanceof Error ? error.message : String(error);
+    render();
+  };
+  const markRead = (id: string) => {
+    if (centre.store.getState().notificationsById.get(id)?.is_read) return;
+    actionError = null;
+    centre.markRead(id).catch(failed);
+  };
+
+  const isOpen = () => !popover.hidden;
+  const setOpen = (open: boolean, { focusBell = false } = {}) => {
+    popover.hidden = !open;
+    bell.setAttribute('aria-expanded', String(open));
+    if (open) {
+      keptInUnreadView = new Set();
+      render();
+      maybeLoadMore();
+    }
+    if (focusBell) bell.focus();
   };
 
   const render = () => {
     const state = centre.store.getState();
+    renderConnection(state);
+    renderBadge(state.unreadCount);
+    const items = centre.store.items();
+    const shown =
+      filter === 'all'
+        ? items
+        : items.filter((item) => !item.is_read || keptInUnreadView.has(item.id));
+    if (filter === 'unread') for (const item of shown) keptInUnreadView.add(item.id);
+    renderList(shown);
+    renderFooter(state, items.length, shown.length);
+    maybeLoadMore();
+  };
+
+  const renderConnection = (state: NotificationState) => {
     const connection = $('.connection');
     connection.textContent = STATES[state.connection];
     connection.className = `connection ${state.connection}`;
-    $('.signed-out').toggleAttribute('hidden', state.connection !== 'unauthorized');
+    $('.signed-out').hidden = state.connection !== 'unauthorized';
     $('.reason').textContent = state.authError?.message ?? '';
-    const badge = $('.badge');
-    badge.textContent = state.unreadCount > 99 ? '99+' : String(state.unreadCount);
-    badge.toggleAttribute('hidden', state.unreadCount === 0);
-    const items = centre.store.items();
-    $('.list').replaceChildren(...items.map((item) => row(item, centre, showError)));
-    $('.empty').toggleAttribute('hidden', items.length > 0);
+    if (state.connection === lastConnection) return;
+    // Going live as the page loads is not news; going live again is, and it clears the
+    // banner of an action that failed meanwhile.
+    const said = ANNOUNCED_STATES[state.connection];
+    if (said && (wasLive || state.connection !== 'open')) announcer.say(said);
+    if (state.connection === 'open') {
+      wasLive = true;
+      actionError = null;
+    }
+    lastConnection = state.connection;
   };
-  centre.store.subscribe(render);
-  setInterval(render, 30_000); // relative times age
-  $('.read-all').addEventListener('click', () => centre.markAllRead().catch(showError));
+
+  const renderBadge = (count: number) => {
+    const badge = $('.badge');
+    badge.textContent = count > 99 ? '99+' : String(count);
+    badge.hidden = count === 0;
+    bell.setAttribute(
+      'aria-label',
+      count === 0 ? 'Notifications' : `Notifications, ${count} unread`,
+    );
+    const readAll = $('.read-all');
+    readAll.setAttribute('aria-disabled', String(count === 0));
+    const unreadFilter = $('[data-filter=unread]');
+    unreadFilter.textContent = count === 0 ? 'Unread' : `Unread (${count > 99 ? '99+' : count})`;
+  };
+
+  /**
+   * Keyed: each item keeps its row, updated in place; rows are only inserted or removed,
+   * never moved or rebuilt, so the focused row (or button) keeps focus through any event.
+   */
+  const renderList = (shown: readonly NotificationItem[]) => {
+    const wanted = new Set(shown.map((item) => item.id));
+    const focusWasInList = list.contains(document.activeElement);
+    for (const [id, row] of rows) {
+      if (wanted.has(id)) continue;
+      row.element.remove();
+      rows.delete(id);
+    }
+    let cursor = list.firstElementChild;
+    for (const item of shown) {
+      let row = rows.get(item.id);
+      if (!row) {
+        row = createRow(item, markRead);
+        rows.set(item.id, row);
+      }
+      updateRow(row, item);
+      if (row.element === cursor) cursor = cursor.nextElementSibling;
+      else list.insertBefore(row.element, cursor);
+    }
+    // A removed row took focus with it: keep it in the list rather than drop it on <body>.
+    if (focusWasInList && !list.contains(document.activeElement))
+      list.querySelector<HTMLElement>('.row')?.focus();
+  };
+
+  const renderFooter = (state: NotificationState, held: number, shown: number) => {
+    const empty = $('.empty');
+    const live = state.connection === 'open';
+    let emptyText = '';
+    if (held === 0 && live) emptyText = 'No notifications yet.';
+    else if (held === 0 && WAITING.includes(state.connection)) emptyText = 'Loading notifications…';
+    else if (held === 0) emptyText = 'Not connected.';
+    else if (shown === 0 && filter === 'unread') emptyText = 'You are all caught up.';
+    empty.textContent = emptyText;
+    empty.hidden = emptyText === '';
+
+    // An empty snapshot (the newest items) means there is nothing older to page through.
+    loadMoreButton.hidden = !state.hasMore || held === 0;
+    loadMoreButton.textContent = state.isLoadingMore
+      ? 'Loading…'
+      : state.loadError
+        ? 'Try again'
+        : 'Load more';
+    loadMoreButton.setAttribute('aria-disabled', String(state.isLoadingMore));
+    scroller.setAttribute('aria-busy', String(state.isLoadingMore));
+
+    const error = $('.error');
+    const message = state.loadError
+      ? `Could not load older notifications: ${errorText(state.loadError)}`
+      : actionError;
+    error.textContent = message ?? '';
+    error.hidden = message === null;
+  };
+
+  /** Scrolling the sentinel into view loads the next page; a failure waits for the button. */
+  const maybeLoadMore = () => {
+    const state = centre.store.getState();
+    if (!isOpen() || !sentinelInView || state.orderedIds.length === 0) return;
+    if (!state.hasMore || state.isLoadingMore || state.loadError) return;
+    void centre.loadMore();
+  };
+
+  new IntersectionObserver(
+    (entries) => {
+      sentinelInView = entries.some((entry) => entry.isIntersecting);
+      maybeLoadMore();
+    },
+    { root: scroller, rootMargin: '0px 0px 120px 0px' },
+  ).observe($('.sentinel'));
+
+  loadMoreButton.addEventListener('click', () => {
+    if (!centre.store.getState().isLoadingMore) void centre.loadMore();
+  });
+  bell.addEventListener('click', () => setOpen(!isOpen()));
+  $('.read-all').addEventListener('click', () => {
+    if (centre.store.getState().unreadCount === 0) return;
+    actionError = null;
+    centre.markAllRead().catch(failed);
+  });
+  for (const button of Array.from(root.querySelectorAll<HTMLButtonElement>('.filter'))) {
+    button.addEventListener('click', () => {
+      filter = button.dataset.filter as Filter;
+      keptInUnreadView = new Set();
+      for (const other of Array.from(root.querySelectorAll('.filter')))
+        other.setAttribute('aria-pressed', String(other === button));
+      render();
+    });
+  }
+  list.addEventListener('keydown', (event) => moveFocus(list, event));
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || !isOpen()) return;
+    event.preventDefault();
+    setOpen(false, { focusBell: true });
+  });
+  document.addEventListener('pointerdown', (event) => {
+    const target = event.target as Element;
+    if (!isOpen() || popover.contains(target) || bell.contains(target)) return;
+    // Focus goes back to the bell, unless the click gave it to something else.
+    setOpen(false, { focusBell: !target.closest('a, button, input, select, textarea') });
+  });
+
   $('.retry').addEventListener('click', () => centre.retryNow());
   $<HTMLFormElement>('.signed-out form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -123,58 +345,163 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
     if (typeof value !== 'string' || !value.trim()) return;
     const url = new URL(location.href);
     url.searchParams.set('token', value.trim());
-    // The list belongs to one user: another user's token starts a fresh page.
-    if (!userOf(jwt) || userOf(value.trim()) !== userOf(jwt)) {
+    // The list (and the shared socket) belongs to one user: another user starts a fresh page.
+    if (!subjectOf(jwt) || subjectOf(value.trim()) !== subjectOf(jwt)) {
       location.assign(url);
       return;
     }
     jwt = value.trim();
-    $('.error').setAttribute('hidden', '');
     history.replaceState(null, '', url); // a reload keeps the new token
     centre.retryNow();
   });
+
+  centre.store.subscribe(render);
+  // Relative times age: only their text changes, never the rows around them.
+  setInterval(() => {
+    for (const row of rows.values()) row.time.textContent = relativeTime(row.time.dateTime);
+  }, 30_000);
   render();
   centre.connect();
 }
 
-function row(item: NotificationItem, centre: NotificationCenter, onError: (e: unknown) => void) {
-  const li = document.createElement('li');
-  li.className = item.is_read ? 'item read' : 'item unread';
-  li.dataset.id = item.id;
-  li.dataset.testid = 'item';
+interface Row {
+  element: HTMLLIElement;
+  /** The row's one focusable element: a link when the item has one, a button otherwise. */
+  main: HTMLElement;
+  state: HTMLElement;
+  time: HTMLTimeElement;
+  markRead: HTMLButtonElement;
+}
+
+/** `markRead` runs on a click of the row (a link row then follows its href) or its button. */
+function createRow(item: NotificationItem, markRead: (id: string) => void): Row {
+  const element = document.createElement('li');
+  element.dataset.id = item.id;
+  element.dataset.testid = 'item';
+
+  let main: HTMLElement;
+  if (item.link_url) {
+    const link = document.createElement('a');
+    link.href = item.link_url; // the server admits only http(s) URLs and site paths
+    main = link;
+  } else {
+    const plain = document.createElement('button');
+    plain.type = 'button';
+    main = plain;
+  }
+  main.className = 'row';
+  main.addEventListener('click', () => markRead(item.id));
+
+  // Read first in the accessible name ("Unread: …"), shown as a dot, never colour alone.
+  const state = document.createElement('span');
+  state.className = 'visually-hidden';
+  const dot = document.createElement('span');
+  dot.className = 'dot';
+  dot.setAttribute('aria-hidden', 'true');
   const icon = document.createElement('span');
   const [glyph, tone] = ICONS[item.type] ?? ['•', 'info'];
   icon.className = `icon ${tone}`;
+  icon.setAttribute('aria-hidden', 'true');
   icon.textContent = glyph;
-  const body = document.createElement('div');
+  const body = document.createElement('span');
   body.className = 'body';
-  const message = document.createElement('p');
+  const message = document.createElement('span');
   message.className = 'message';
   message.textContent = item.message; // text, never HTML
-  const meta = document.createElement('p');
+  const meta = document.createElement('span');
   meta.className = 'meta';
   const time = document.createElement('time');
   time.dateTime = item.created_at;
   time.title = new Date(item.created_at).toLocaleString();
   time.textContent = relativeTime(item.created_at);
   meta.append(time);
-  if (item.link_url) {
-    const link = document.createElement('a');
-    link.href = item.link_url; // the server admits only http(s) URLs and site paths
-    link.textContent = 'Open';
-    meta.append(' · ', link);
-  }
+  if (item.link_url) meta.append(' · opens ', linkLabel(item.link_url));
   body.append(message, meta);
-  li.append(icon, body);
-  if (!item.is_read) {
-    const read = document.createElement('button');
-    read.className = 'mark-read';
-    read.dataset.testid = 'mark-read';
-    read.textContent = 'Mark read';
-    read.addEventListener('click', () => centre.markRead(item.id).catch(onError));
-    li.append(read);
+  main.append(state, icon, body, dot);
+
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'mark-read';
+  button.dataset.testid = 'mark-read';
+  button.textContent = 'Mark read';
+  button.setAttribute('aria-label', `Mark read: ${item.message}`);
+  button.addEventListener('click', () => {
+    // The button goes once the item reads: hand focus to its row first, not to <body>.
+    main.focus();
+    markRead(item.id);
+  });
+
+  element.append(main, button);
+  return { element, main, state, time, markRead: button };
+}
+
+function updateRow(row: Row, item: NotificationItem): void {
+  const className = item.is_read ? 'item read' : 'item unread';
+  if (row.element.className === className) return;
+  row.element.className = className;
+  row.state.textContent = item.is_read ? 'Read: ' : 'Unread: ';
+  if (item.is_read && row.markRead.isConnected) {
+    if (document.activeElement === row.markRead) row.main.focus();
+    row.markRead.remove();
   }
-  return li;
+}
+
+/** Arrow keys, Home and End move between rows; Tab still reaches every button. */
+function moveFocus(list: HTMLElement, event: KeyboardEvent): void {
+  const keys = ['ArrowDown', 'ArrowUp', 'Home', 'End'];
+  if (!keys.includes(event.key)) return;
+  const mains = Array.from(list.querySelectorAll<HTMLElement>('.row'));
+  if (mains.length === 0) return;
+  const current = mains.findIndex((main) => main.closest('li')?.contains(document.activeElement));
+  const last = mains.length - 1;
+  const next = {
+    ArrowDown: Math.min(current + 1, last),
+    ArrowUp: Math.max(current - 1, 0),
+    Home: 0,
+    End: last,
+  }[event.key];
+  event.preventDefault();
+  mains[next ?? 0]?.focus();
+}
+
+/**
+ * The polite live region: new items ("New notification: …", several at once counted) and
+ * connection changes. Text is set after a tick so that the same words are read again.
+ */
+function announce(region: HTMLElement) {
+  let pending: string[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = () => {
+    region.textContent =
+      pending.length === 1
+        ? `New notification: ${pending[0]}`
+        : `${pending.length} new notifications`;
+    pending = [];
+    timer = undefined;
+  };
+  return {
+    item(message: string) {
+      pending.push(message);
+      timer ??= setTimeout(flush, 400);
+    },
+    say(text: string) {
+      region.textContent = '';
+      setTimeout(() => (region.textContent = text), 50);
+    },
+  };
+}
+
+function linkLabel(url: string): string {
+  try {
+    const parsed = new URL(url, location.href);
+    return parsed.origin === location.origin ? parsed.pathname : parsed.host;
+  } catch {
+    return url;
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 const formatter = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
@@ -192,12 +519,13 @@ function relativeTime(iso: string): string {
   return formatter.format(seconds, 'second');
 }
 
-function userOf(jwt: string): string {
+/** The token's user (`sub`), or '' when it is not a readable JWT. */
+function subjectOf(jwt: string): string {
   try {
     const payload = JSON.parse(
       atob(jwt.split('.')[1]?.replace(/-/g, '+').replace(/_/g, '/') ?? ''),
     );
-    return typeof payload.sub === 'string' ? `signed in as ${payload.sub}` : '';
+    return typeof payload.sub === 'string' ? payload.sub : '';
   } catch {
     return '';
   }

@@ -46,6 +46,14 @@ export class NotificationCenter {
   /** The `next` of the last page; `undefined` before the first one. */
   private cursor: string | undefined;
   private loading: Promise<void> | null = null;
+  /**
+   * Set while paging through a gap: a snapshot (after a reconnect) whose oldest item is
+   * newer than items held, with items in between that no event brought. Pages walk down
+   * from the snapshot until they reach held items, then paging resumes where it was.
+   */
+  private beforeGap: { cursor: string | undefined; hasMore: boolean } | null = null;
+  /** Moves when the cursor is reset: a page asked for before that is merged, not followed. */
+  private pageGeneration = 0;
 
   constructor(options: NotificationCenterOptions) {
     this.pageSize = options.pageSize ?? 20;
@@ -108,8 +116,21 @@ export class NotificationCenter {
   private receive(event: ServerEvent, replayed: boolean): void {
     const news =
       !replayed && event.event === 'notification.created' && !this.store.has(event.payload.id);
+    const oldest = event.event === 'snapshot' ? event.payload.at(-1) : undefined;
+    const maybeGap = oldest !== undefined && !this.store.has(oldest.id);
     this.store.apply(event);
+    if (maybeGap) this.noticeGap(oldest.id);
     if (news && pageIsVisible()) this.onNotification?.(event.payload);
+  }
+
+  /** A new snapshot's oldest item sits above held items it did not reach: page from it. */
+  private noticeGap(oldestId: string): void {
+    const ids = this.store.getState().orderedIds;
+    if (ids.indexOf(oldestId) >= ids.length - 1) return; // nothing older held: no gap
+    this.beforeGap ??= { cursor: this.cursor, hasMore: this.store.getState().hasMore };
+    this.cursor = oldestId;
+    this.pageGeneration += 1;
+    this.store.reopenPages();
   }
 
   private async fetchOlderPage(): Promise<void> {
@@ -117,11 +138,25 @@ export class NotificationCenter {
     // yet, from the newest. Later pages follow the server's cursor, which live items and
     // snapshots cannot move: they are all newer.
     const before = this.cursor ?? this.store.getState().orderedIds.at(-1);
+    const generation = this.pageGeneration;
     this.store.loadingMore();
     try {
       const page = await this.api.page({ before, limit: this.pageSize });
+      if (generation !== this.pageGeneration) {
+        // A gap opened meanwhile and moved the cursor: keep the items, not the position.
+        this.store.addPage(page.items, { hasMore: this.store.getState().hasMore });
+        return;
+      }
+      let hasMore = page.next !== null;
       if (page.next !== null) this.cursor = page.next;
-      this.store.addPage(page.items, { hasMore: page.next !== null });
+      const gap = this.beforeGap;
+      if (gap !== null && (!hasMore || page.items.some((item) => this.store.has(item.id)))) {
+        // The gap is filled: this page reached items held before it opened.
+        this.beforeGap = null;
+        this.cursor = gap.cursor ?? this.cursor;
+        hasMore = hasMore && gap.hasMore;
+      }
+      this.store.addPage(page.items, { hasMore });
     } catch (error) {
       this.store.loadMoreFailed(error);
     }

@@ -191,12 +191,9 @@ export class SharedSocket {
     this.post({ type: 'hello', visible: this.visible() });
 
     const locks = this.options.locks !== undefined ? this.options.locks : browserLocks();
-    this.heartbeatMode = !locks;
+    this.heartbeatMode = false;
     if (!locks) {
-      // A leader answers a hello at once: one heartbeat period of silence means none.
-      this.leaderId = null;
-      this.leaderDeadline = this.now() + HEARTBEAT_MS;
-      this.heartbeatTimer = setInterval(() => this.everyHeartbeat(), HEARTBEAT_MS);
+      this.electByHeartbeat();
       return;
     }
     const abort = new AbortController();
@@ -210,7 +207,22 @@ export class SharedSocket {
           this.becomeLeader();
         });
       })
-      .catch(() => undefined); // aborted by leave()
+      .catch(() => {
+        // Aborted by leave(); or refused (a sandboxed frame, a document not fully active):
+        // then the heartbeat elects, rather than leaving the tab without a socket.
+        if (generation === this.generation && !abort.signal.aborted) {
+          this.abortLock = null;
+          this.electByHeartbeat();
+        }
+      });
+  }
+
+  private electByHeartbeat(): void {
+    this.heartbeatMode = true;
+    // A leader answers a hello at once: one heartbeat period of silence means none.
+    this.leaderId = null;
+    this.leaderDeadline = this.now() + HEARTBEAT_MS;
+    this.heartbeatTimer = setInterval(() => this.everyHeartbeat(), HEARTBEAT_MS);
   }
 
   private leave(): void {
@@ -330,11 +342,14 @@ export class SharedSocket {
   }
 
   private becomeLeader(): void {
+    const signedOut = this.currentState === 'unauthorized' ? this.currentAuthError : null;
     this.role = 'leader';
     this.leaderId = this.tabId;
     this.peers.clear();
     this.post({ type: 'leader' });
     this.startSocket();
+    // Signed out stays signed out across a hand-over: only retryNow() reconnects.
+    if (signedOut) this.socket?.markUnauthorized(signedOut);
     this.evaluateVisibility();
   }
 
@@ -432,7 +447,8 @@ export class SharedSocket {
 
   private release(): void {
     this.graceTimer = undefined;
-    if (this.role !== 'leader' || !this.socket) return;
+    // Signed out holds no connection, and must not come back on its own when a tab shows.
+    if (this.role !== 'leader' || !this.socket || this.socket.state === 'unauthorized') return;
     this.released = true;
     this.socket.close();
     this.replay = [];

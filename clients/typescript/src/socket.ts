@@ -106,6 +106,8 @@ export class NotificationsSocket {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined;
   private hiddenSince: number | null = null;
+  /** When the last frame arrived: a socket heard from lately is alive, asleep or not. */
+  private lastFrameAt = 0;
   private currentState: ConnectionState = 'idle';
   private currentAuthError: UnauthorizedError | null = null;
   private readonly silenceLimit: number;
@@ -217,6 +219,7 @@ export class NotificationsSocket {
     // Armed before the socket opens: a handshake to a frozen server hangs as silently.
     this.watchForSilence(ws);
     ws.onmessage = (message) => {
+      this.lastFrameAt = this.now();
       this.watchForSilence(ws);
       this.receive(message.data);
     };
@@ -334,7 +337,11 @@ export class NotificationsSocket {
     const hiddenFor = this.hiddenSince === null ? 0 : this.now() - this.hiddenSince;
     this.hiddenSince = null;
     if (this.currentState === 'unauthorized') return;
-    if (this.currentState !== 'open' || hiddenFor >= LONG_SLEEP_MS) this.reconnectNow();
+    // After a long hide the socket may have died silently (the machine slept); one that
+    // kept receiving frames meanwhile (another tab used it: SharedSocket) has not.
+    const heardLately = this.now() - this.lastFrameAt < this.silenceLimit / 2;
+    if (this.currentState !== 'open' || (hiddenFor >= LONG_SLEEP_MS && !heardLately))
+      this.reconnectNow();
   };
 
   private setState(state: ConnectionState, authError: UnauthorizedError | null = null): void {

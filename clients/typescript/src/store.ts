@@ -154,6 +154,11 @@ export class NotificationStore {
     this.update({ ...merged, hasMore, isLoadingMore: false, loadError: null });
   }
 
+  /** Older items may exist again (a gap opened below a new snapshot). */
+  reopenPages(): void {
+    if (!this.state.hasMore) this.update({ hasMore: true });
+  }
+
   loadMoreFailed(error: unknown): void {
     this.update({ isLoadingMore: false, loadError: error });
   }

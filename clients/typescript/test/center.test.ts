@@ -265,6 +265,72 @@ describe('NotificationCenter.loadMore', () => {
     expect(hub.store.getState().hasMore).toBe(false);
   });
 
+  it('pages through the gap a reconnect leaves below its snapshot, then stops at the old end', async () => {
+    const { fetch, next } = controlledFetch();
+    const old = [item(), item(), item(), item()].reverse(); // newest first
+    const { hub, send, ids } = drivenCenter(fetch, old.slice(0, 2));
+    const first = hub.loadMore();
+    (await next(`GET /?limit=2&before=${old[1]!.id}`)).answer(pageAnswer(old.slice(2)));
+    await first;
+    expect(hub.store.getState().hasMore).toBe(false);
+    // Offline (or every tab hidden) while four items are created; the new snapshot holds two.
+    const fresh = [item(), item(), item(), item()].reverse();
+    send({ event: 'snapshot', payload: fresh.slice(0, 2) });
+    expect(hub.store.getState().hasMore).toBe(true);
+    const gap = hub.loadMore();
+    (await next(`GET /?limit=2&before=${fresh[1]!.id}`)).answer(
+      pageAnswer(fresh.slice(2), fresh[3]!.id),
+    );
+    await gap;
+    expect(hub.store.getState().hasMore).toBe(true); // the page did not reach held items yet
+    const end = hub.loadMore();
+    (await next(`GET /?limit=2&before=${fresh[3]!.id}`)).answer(
+      pageAnswer(old.slice(0, 2), old[1]!.id),
+    );
+    await end;
+    expect(ids()).toEqual([...fresh, ...old].map((i) => i.id));
+    expect(hub.store.getState().hasMore).toBe(false); // the old tail had been read to its end
+  });
+
+  it('resumes the old cursor once the gap is filled', async () => {
+    const { fetch, next, calls } = controlledFetch();
+    const old = [item(), item(), item(), item(), item(), item()].reverse();
+    const { hub, send } = drivenCenter(fetch, old.slice(0, 2));
+    const first = hub.loadMore();
+    (await next(`GET /?limit=2&before=${old[1]!.id}`)).answer(
+      pageAnswer(old.slice(2, 4), old[3]!.id),
+    );
+    await first;
+    const fresh = [item(), item(), item()].reverse();
+    send({ event: 'snapshot', payload: fresh.slice(0, 2) });
+    const gap = hub.loadMore();
+    (await next(`GET /?limit=2&before=${fresh[1]!.id}`)).answer(
+      pageAnswer([fresh[2]!, old[0]!], old[0]!.id),
+    );
+    await gap;
+    const resumed = hub.loadMore();
+    (await next(`GET /?limit=2&before=${old[3]!.id}`)).answer(pageAnswer(old.slice(4)));
+    await resumed;
+    expect(calls).toHaveLength(0);
+    expect(hub.store.items()).toHaveLength(9);
+  });
+
+  it('keeps the items of a page asked for before a gap opened, not its cursor', async () => {
+    const { fetch, next } = controlledFetch();
+    const old = [item(), item(), item(), item()].reverse();
+    const { hub, send } = drivenCenter(fetch, old.slice(0, 2));
+    const first = hub.loadMore();
+    const call = await next(`GET /?limit=2&before=${old[1]!.id}`);
+    const fresh = [item(), item(), item()].reverse();
+    send({ event: 'snapshot', payload: fresh.slice(0, 2) });
+    call.answer(pageAnswer(old.slice(2), old[3]!.id));
+    await first;
+    expect(hub.store.has(old[3]!.id)).toBe(true);
+    const gap = hub.loadMore();
+    (await next(`GET /?limit=2&before=${fresh[1]!.id}`)).answer(pageAnswer([fresh[2]!]));
+    await gap;
+  });
+
   it('asks for the newest page when nothing is held yet', async () => {
     const { fetch, next } = controlledFetch();
     const { hub } = drivenCenter(fetch, []);

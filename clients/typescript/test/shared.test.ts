@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
+import type { LockManagerLike } from '../src/shared.js';
 import {
   HIDDEN_GRACE_MS,
   REPLAY_LIMIT,
@@ -438,5 +439,90 @@ describe('SharedSocket without BroadcastChannel', () => {
     a.socket.connect();
     await settle();
     expect(FakeWebSocket.created).toHaveLength(4);
+  });
+});
+
+describe('SharedSocket, signed out and odd browsers', () => {
+  it('stays signed out through the hidden-tab release: showing a tab does not reconnect', async () => {
+    const getToken = vi.fn(() => 'token');
+    const a = tab('a', { hiddenGraceMs: 1_000, getToken });
+    const b = tab('b', { hiddenGraceMs: 1_000, getToken });
+    a.socket.connect();
+    b.socket.connect();
+    await settle();
+    await snapshotArrives();
+    b.socket.markUnauthorized(new Error('REST: 401 to the refreshed token'));
+    await settle();
+    expect(b.socket.state).toBe('unauthorized');
+    const tokensBefore = getToken.mock.calls.length;
+    a.hide(true);
+    b.hide(true);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settle();
+    b.hide(false);
+    await settle();
+    expect(b.socket.state).toBe('unauthorized');
+    expect(FakeWebSocket.created).toHaveLength(1);
+    expect(getToken.mock.calls.length).toBe(tokensBefore); // not even a token was asked for
+  });
+
+  it('stays signed out across a hand-over: the next leader does not reconnect on its own', async () => {
+    const a = tab('a');
+    const b = tab('b');
+    a.socket.connect();
+    b.socket.connect();
+    await settle();
+    await snapshotArrives();
+    a.socket.markUnauthorized(new Error('signed out'));
+    await settle();
+    expect(b.socket.state).toBe('unauthorized');
+    a.socket.close();
+    await settle();
+    expect(FakeWebSocket.created).toHaveLength(1);
+    expect(b.socket.state).toBe('unauthorized');
+  });
+
+  it('keeps a socket other tabs kept busy when its tab is shown after a minute in the background', async () => {
+    const a = tab('a');
+    const b = tab('b');
+    a.socket.connect();
+    b.socket.connect();
+    await settle();
+    const ws = await snapshotArrives();
+    a.hide(true); // the user works in tab b; the socket stays live (b is visible)
+    for (let t = 0; t < 4; t += 1) {
+      await vi.advanceTimersByTimeAsync(20_000);
+      ws.receive({ event: 'keepalive', payload: {} });
+    }
+    a.hide(false); // back to tab a
+    await settle();
+    expect(ws.closedWith).toBeUndefined();
+    expect(FakeWebSocket.created).toHaveLength(1);
+  });
+
+  it('elects by heartbeat when the lock request fails, rather than leave the tab without a socket', async () => {
+    const failing: LockManagerLike = {
+      request: () => Promise.reject(new DOMException('opaque origin', 'SecurityError')),
+    };
+    const a = tab('a', { locks: failing });
+    a.socket.connect();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(FakeWebSocket.created).toHaveLength(1);
+  });
+
+  it('close() leaves no timer behind', async () => {
+    const a = tab('a', { locks: null });
+    const b = tab('b', { locks: null });
+    a.socket.connect();
+    b.socket.connect();
+    await vi.advanceTimersByTimeAsync(2_000);
+    await snapshotArrives();
+    a.hide(true);
+    b.hide(true);
+    await settle();
+    a.socket.close();
+    b.socket.close();
+    await settle();
+    expect(vi.getTimerCount()).toBe(0);
   });
 });
