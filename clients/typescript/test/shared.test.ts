@@ -68,6 +68,17 @@ async function snapshotArrives(): Promise<FakeWebSocket> {
   return ws;
 }
 
+/** Tabs `a` and `b` joined, and the leader's socket open past its snapshot. */
+async function twoLiveTabs(options: Partial<SharedSocketOptions> = {}) {
+  const a = tab('a', options);
+  const b = tab('b', options);
+  a.socket.connect();
+  b.socket.connect();
+  await settle();
+  const ws = await snapshotArrives();
+  return { a, b, ws };
+}
+
 beforeEach(() => {
   vi.useFakeTimers();
   FakeWebSocket.created = [];
@@ -170,12 +181,7 @@ describe('SharedSocket with Web Locks', () => {
   });
 
   it('sends a follower’s retryNow to the leader, whose socket reconnects', async () => {
-    const a = tab('a');
-    const b = tab('b');
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    const ws = await snapshotArrives();
+    const { b, ws } = await twoLiveTabs();
     b.socket.retryNow();
     await settle();
     expect(ws.closedWith).toBe(1000);
@@ -184,12 +190,7 @@ describe('SharedSocket with Web Locks', () => {
   });
 
   it('sends a follower’s markUnauthorized to the leader; every tab shows unauthorized', async () => {
-    const a = tab('a');
-    const b = tab('b');
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    const ws = await snapshotArrives();
+    const { a, b, ws } = await twoLiveTabs();
     b.socket.markUnauthorized(new Error('401 twice'));
     await settle();
     expect(ws.closedWith).toBe(1000);
@@ -205,12 +206,7 @@ describe('SharedSocket with Web Locks', () => {
   });
 
   it('lets the socket go when every tab was hidden for the grace, and reconnects when one shows', async () => {
-    const a = tab('a', { hiddenGraceMs: 20_000 });
-    const b = tab('b', { hiddenGraceMs: 20_000 });
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    const ws = await snapshotArrives();
+    const { a, b, ws } = await twoLiveTabs({ hiddenGraceMs: 20_000 });
     a.hide(true);
     b.hide(true);
     await vi.advanceTimersByTimeAsync(20_000 - 100);
@@ -264,12 +260,7 @@ describe('SharedSocket with Web Locks', () => {
   });
 
   it('keeps the socket while one tab is visible, and counts the grace from the last one hidden', async () => {
-    const a = tab('a', { hiddenGraceMs: 5_000 });
-    const b = tab('b', { hiddenGraceMs: 5_000 });
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    const ws = await snapshotArrives();
+    const { a, b, ws } = await twoLiveTabs({ hiddenGraceMs: 5_000 });
     a.hide(true);
     await vi.advanceTimersByTimeAsync(20_000);
     expect(ws.closedWith).toBeUndefined();
@@ -301,12 +292,7 @@ describe('SharedSocket with Web Locks', () => {
   });
 
   it('leaves cleanly on close(), and joins again on connect()', async () => {
-    const a = tab('a');
-    const b = tab('b');
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    await snapshotArrives();
+    const { a, b } = await twoLiveTabs();
     b.socket.close();
     await settle();
     expect(b.socket.state).toBe('closed');
@@ -445,12 +431,7 @@ describe('SharedSocket without BroadcastChannel', () => {
 describe('SharedSocket, signed out and odd browsers', () => {
   it('stays signed out through the hidden-tab release: showing a tab does not reconnect', async () => {
     const getToken = vi.fn(() => 'token');
-    const a = tab('a', { hiddenGraceMs: 1_000, getToken });
-    const b = tab('b', { hiddenGraceMs: 1_000, getToken });
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    await snapshotArrives();
+    const { a, b } = await twoLiveTabs({ hiddenGraceMs: 1_000, getToken });
     b.socket.markUnauthorized(new Error('REST: 401 to the refreshed token'));
     await settle();
     expect(b.socket.state).toBe('unauthorized');
@@ -467,12 +448,7 @@ describe('SharedSocket, signed out and odd browsers', () => {
   });
 
   it('stays signed out across a hand-over: the next leader does not reconnect on its own', async () => {
-    const a = tab('a');
-    const b = tab('b');
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    await snapshotArrives();
+    const { a, b } = await twoLiveTabs();
     a.socket.markUnauthorized(new Error('signed out'));
     await settle();
     expect(b.socket.state).toBe('unauthorized');
@@ -483,12 +459,7 @@ describe('SharedSocket, signed out and odd browsers', () => {
   });
 
   it('keeps a socket other tabs kept busy when its tab is shown after a minute in the background', async () => {
-    const a = tab('a');
-    const b = tab('b');
-    a.socket.connect();
-    b.socket.connect();
-    await settle();
-    const ws = await snapshotArrives();
+    const { a, ws } = await twoLiveTabs();
     a.hide(true); // the user works in tab b; the socket stays live (b is visible)
     for (let t = 0; t < 4; t += 1) {
       await vi.advanceTimersByTimeAsync(20_000);
