@@ -7,11 +7,11 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 
 from .conftest import REQUIRE_SERVICES, Server, ServerPool
 
@@ -156,9 +156,22 @@ async def test_two_tabs_of_one_user_share_one_socket_and_hand_it_over_when_the_l
     token = server.token(user)
     context = await browser.new_context(viewport={"width": 1000, "height": 640})
     first, second = await context.new_page(), await context.new_page()
+    opened: dict[Page, int] = {first: 0, second: 0}  # WebSockets each page opened
+
+    def count_sockets_of(page: Page) -> Callable[[WebSocket], None]:
+        def count(_: WebSocket) -> None:
+            opened[page] += 1
+
+        return count
+
+    for page in (first, second):
+        page.on("websocket", count_sockets_of(page))
     await goto_centre(first, server.base_url, token)
     await goto_centre(second, server.base_url, token)
     await wait_for_open_sockets(server, 1)
+    assert sorted(opened.values()) == [0, 1], opened  # one page holds the socket
+    leader = first if opened[first] else second
+    follower = second if leader is first else first
 
     await server.send(user, "First of two")
     await server.send(user, "Second of two")
@@ -172,13 +185,14 @@ async def test_two_tabs_of_one_user_share_one_socket_and_hand_it_over_when_the_l
         await expect(page.locator(".item.read")).to_have_count(1)
     assert await open_sockets(server) == 1
 
-    # Whichever tab leads, one is left; when it was the leader, the other takes over.
-    await first.close()
+    # The tab holding the socket closes: the other opens its own and carries on.
+    await leader.close()
     await server.send(user, "After the handover")
-    await expect(second.get_by_test_id("item")).to_have_count(3, timeout=10_000)
-    await expect(second.get_by_test_id("item").first).to_contain_text("After the handover")
-    await expect(second.get_by_test_id("badge")).to_have_text("2")
-    await expect(second.get_by_test_id("connection")).to_have_text("Live")
+    await expect(follower.get_by_test_id("item")).to_have_count(3, timeout=10_000)
+    await expect(follower.get_by_test_id("item").first).to_contain_text("After the handover")
+    await expect(follower.get_by_test_id("badge")).to_have_text("2")
+    await expect(follower.get_by_test_id("connection")).to_have_text("Live")
+    assert opened[follower] == 1, opened
     await wait_for_open_sockets(server, 1)
     await context.close()
 
