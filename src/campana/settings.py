@@ -43,10 +43,11 @@ class StopPlan:
 
     @classmethod
     def of(cls, grace_seconds: float) -> StopPlan:
+        drain_seconds = grace_seconds * 0.75
         return cls(
             sockets_seconds=grace_seconds * 0.5,
-            drain_seconds=grace_seconds * 0.75,
-            services_seconds=grace_seconds * 0.25,
+            drain_seconds=drain_seconds,
+            services_seconds=grace_seconds - drain_seconds,  # what the drain leaves
         )
 
 

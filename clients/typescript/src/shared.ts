@@ -1,4 +1,5 @@
 import {
+  browserLifecycle,
   NotificationsSocket,
   type PageLifecycle,
   type SocketOptions,
@@ -536,14 +537,4 @@ function browserChannel(): ((name: string) => BroadcastChannelLike) | undefined 
 
 function browserLocks(): LockManagerLike | null {
   return typeof navigator !== 'undefined' && navigator.locks ? navigator.locks : null;
-}
-
-function browserLifecycle(): PageLifecycle | undefined {
-  if (typeof window === 'undefined' || typeof document === 'undefined') return undefined;
-  const target = (type: string) => (type === 'visibilitychange' ? document : window);
-  return {
-    addEventListener: (type, listener) => target(type).addEventListener(type, listener),
-    removeEventListener: (type, listener) => target(type).removeEventListener(type, listener),
-    isVisible: () => document.visibilityState === 'visible',
-  };
 }

@@ -356,7 +356,8 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function browserLifecycle(): PageLifecycle | undefined {
+/** The page's own events, in a browser; `undefined` elsewhere (server rendering, Node). */
+export function browserLifecycle(): PageLifecycle | undefined {
   if (typeof window === 'undefined' || typeof document === 'undefined') return undefined;
   const target = (type: LifecycleEvent) => (type === 'visibilitychange' ? document : window);
   return {

@@ -50,6 +50,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
 
 
+# Replaced by the cursor in the next page's link; every other parameter (filters) is kept.
+PAGE_KEYS: Final = frozenset({"skip", "before"})
 NEXT_PAGE_HEADER: Final = {
     "Link": {
         "description": "The next page, when there is one: `</api/v1/notifications/?before=<id>"
@@ -104,9 +106,6 @@ async def list_notifications(
         query.append(("before", str(page.items[-1].id)))
         response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
     return page.items
-
-
-PAGE_KEYS: Final = frozenset({"skip", "before"})
 
 
 @router.get("/unread-count", responses=_errors(401), summary="The caller's unread count")
