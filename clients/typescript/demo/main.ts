@@ -221,8 +221,9 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
   };
 
   const renderBadge = (count: number) => {
+    const shown = count > 99 ? '99+' : String(count);
     const badge = $('.badge');
-    badge.textContent = count > 99 ? '99+' : String(count);
+    badge.textContent = shown;
     badge.hidden = count === 0;
     bell.setAttribute(
       'aria-label',
@@ -231,7 +232,7 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
     const readAll = $('.read-all');
     readAll.setAttribute('aria-disabled', String(count === 0));
     const unreadFilter = $('[data-filter=unread]');
-    unreadFilter.textContent = count === 0 ? 'Unread' : `Unread (${count > 99 ? '99+' : count})`;
+    unreadFilter.textContent = count === 0 ? 'Unread' : `Unread (${shown})`;
   };
 
   /**
