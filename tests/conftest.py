@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -230,11 +231,23 @@ class ServerPool:
             self._servers[key] = await self.start(database, mode, **overrides)
         return self._servers[key]
 
-    async def start(self, database: str, mode: str, **overrides: Any) -> Server:
-        """A server of its own; stopped at the end of the session unless stopped before."""
-        return await self._start(database, mode, overrides)
+    async def start(
+        self, database: str, mode: str, *, descriptor_limit: int | None = None, **overrides: Any
+    ) -> Server:
+        """A server of its own; stopped at the end of the session unless stopped before.
 
-    async def _start(self, database: str, mode: str, overrides: dict[str, Any]) -> Server:
+        ``descriptor_limit`` starts a ``campana serve`` process with that many file
+        descriptors at most (soft and hard).
+        """
+        return await self._start(database, mode, overrides, descriptor_limit)
+
+    async def _start(
+        self,
+        database: str,
+        mode: str,
+        overrides: dict[str, Any],
+        descriptor_limit: int | None = None,
+    ) -> Server:
         port = free_port()
         url = database_url(self._database_urls, database)
         if database == "sqlite":
@@ -260,7 +273,7 @@ class ServerPool:
         else:
             log_path = self._data_dir / f"serve-{port}.log"
             server = Server(settings, base_url, database, mode, log_path=log_path, options=options)
-            stop, server.process = _start_process(options, port, log_path)
+            stop, server.process = _start_process(options, port, log_path, descriptor_limit)
             self._stops.append(stop)
         await _wait_until_up(base_url)
         self._started.append(server)
@@ -316,14 +329,19 @@ def _environment(options: dict[str, Any]) -> dict[str, str]:
 
 
 def _start_process(
-    options: dict[str, Any], port: int, log_path: Path
+    options: dict[str, Any], port: int, log_path: Path, descriptor_limit: int | None = None
 ) -> tuple[Any, subprocess.Popen[bytes]]:
+    def limit_descriptors() -> None:
+        if descriptor_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
+
     with log_path.open("w") as log:  # the child writes to its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
             env=_environment(options),
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit_descriptors if descriptor_limit is not None else None,
         )
 
     def stop() -> None:

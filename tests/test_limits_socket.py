@@ -186,8 +186,14 @@ async def cuts(server: Server, limit: str) -> float:
 
 
 async def hub_sockets(server: Server) -> int:
-    answer = await server.http.get("/readyz")
-    return int(answer.json()["sockets"])
+    """``campana_open_sockets``: the process's signed-in sockets, as /metrics shows it now."""
+    text = (await server.http.get("/metrics")).text
+    prefix = "campana_open_sockets "
+    return sum(
+        int(float(line.removeprefix(prefix)))
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    )
 
 
 # 1. Ping floods, stuck sockets, and closing sockets against the caps

@@ -23,7 +23,7 @@ async def test_healthz_and_readyz_answer_when_all_is_reachable(api: Server) -> N
     assert (await api.http.get("/healthz")).json() == {"status": "ok"}
     ready = await api.http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
+    assert ready.json() == {"status": "ready"}  # nothing about the process's load
 
 
 def sample(text: str, name: str) -> float:

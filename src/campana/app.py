@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+import fastapi_offline
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from campana import __version__, store
 from campana.api import errors, operations, rest
@@ -22,6 +26,7 @@ from campana.api.deps import Services
 from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
 from campana.broker import Broker, InProcessBroker, RedisBroker
+from campana.capacity import Capacity, ConnectionCaps
 from campana.creates import Creator, purge_idempotency_keys
 from campana.hub import Hub, SocketLimits
 from campana.publisher import Publisher
@@ -61,6 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker = create_broker(settings)
         publisher = Publisher(db, broker)
         snapshots = SnapshotLoader(db, size=settings.snapshot_size)
+        caps = ConnectionCaps.of(settings)
+        logger.info(
+            "holding up to %d connections, %d sockets not signed in",
+            caps.connections,
+            caps.unauthenticated_sockets,
+        )
         hub = Hub(
             broker,
             snapshots,
@@ -69,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=SocketLimits(
                 send_queue_size=settings.ws_send_queue_size,
                 per_user=settings.max_sockets_per_user,
-                per_process=settings.max_sockets_per_process,
+                per_process=caps.signed_in_sockets,
             ),
         )
         creates = Creator(db, publisher, max_recipients=settings.max_recipients)
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             creates=creates,
             snapshots=snapshots,
             verifier=TokenVerifier(settings),
+            capacity=Capacity(caps),
         )
         app.state.services = services
         await hub.start()
@@ -107,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own files: no CDN needed
+        redoc_url=None,
     )
     app.add_middleware(
         CORSMiddleware,
@@ -116,23 +130,119 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Idempotent-Replayed", "Link"],
     )
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RelativeRedirects)
     app.add_middleware(rest.ProducerCalls)
     app.include_router(rest.router)
     app.include_router(operations.router)
     _serve_demo(app)
+    _serve_api_docs(app)
     _install_error_handlers(app)
     return app
+
+
+# The demo's pages: its own scripts, styles and socket only, never framed, and the token
+# in its address never sent on as a Referer.
+DEMO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# The API docs run Swagger UI's inline start-up script: no CSP, the rest alike.
+DOCS_HEADERS = {
+    name: value for name, value in DEMO_HEADERS.items() if name != "Content-Security-Policy"
+}
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+
+class _Files(StaticFiles):
+    """Static files with the pages' security headers."""
+
+    def __init__(self, *, directory: Path, headers: dict[str, str]) -> None:
+        super().__init__(directory=directory)
+        self._headers = headers
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(self._headers)
+        return response
 
 
 def _serve_demo(app: FastAPI) -> None:
     """The demo notification centre at `/` (built from clients/typescript/demo)."""
     if not (STATIC / "index.html").exists():
         return
-    app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
+    app.mount("/assets", _Files(directory=STATIC / "assets", headers=DEMO_HEADERS), name="assets")
 
     @app.get("/", include_in_schema=False)
     async def demo() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache", **DEMO_HEADERS}
+        return FileResponse(STATIC / "index.html", headers=headers)
+
+
+def _serve_api_docs(app: FastAPI) -> None:
+    """Swagger UI at `/docs` and ReDoc at `/redoc`, from files installed with the package."""
+    assets = "/docs/assets"
+    app.mount(assets, _Files(directory=DOCS_ASSETS, headers=DOCS_HEADERS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Campana API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+        )
+        page.headers.update(DOCS_HEADERS)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Campana API",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(DOCS_HEADERS)
+        return page
+
+
+class RelativeRedirects:
+    """Redirects the app makes itself (``/assets`` to ``/assets/``) name a path, not a host.
+
+    Starlette builds them from the request's ``Host``: ``Host: evil.example`` would send
+    the browser to ``http://evil.example/assets/``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_relative(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                message["headers"] = [
+                    (name, _path_only(value) if name == b"location" else value)
+                    for name, value in message.get("headers", [])
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_relative)
+
+
+def _path_only(location: bytes) -> bytes:
+    target = urlsplit(location.decode("latin-1"))
+    path = target.path if target.path.startswith("/") else "/" + target.path
+    # "//host" would still be read as a host.
+    path = "/" + path.lstrip("/")
+    return (path + (f"?{target.query}" if target.query else "")).encode("latin-1")
 
 
 # Collect young objects every 50,000 allocations instead of 700: a server holding tens of

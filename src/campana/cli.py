@@ -16,6 +16,7 @@ from typing import Any
 
 from campana import migrations
 from campana.auth import SEND_SCOPE, hmac_secret, mint_token
+from campana.capacity import raise_descriptor_limit
 from campana.logs import log_config
 from campana.schemas import NotificationType
 from campana.settings import InvalidSettings, Settings, load_settings
@@ -96,11 +97,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         hmac_secret(settings)  # generated before workers start, so they share it
     if args.workers > 1:
         _share_metrics_between_workers()
+    raise_descriptor_limit()  # the connection cap is derived from it (campana.capacity)
     config = uvicorn.Config(
         "campana.app:create_app_from_environment",
         factory=True,
         log_config=log_config(args.log_level.upper(), settings.log_format),
-        proxy_headers=True,
         workers=args.workers,
         timeout_graceful_shutdown=settings.stop_plan.drain_seconds,  # type: ignore[arg-type] # a float works
         **server_options(settings),
@@ -154,6 +155,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_timeout": settings.ws_ping_timeout_seconds,
         # Small JSON frames gain little; compression costs memory per socket and can leak secrets.
         "ws_per_message_deflate": False,
+        # X-Forwarded-* is a client's word unless a configured proxy wrote it.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies) or None,
     }
 
 

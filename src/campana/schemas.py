@@ -188,7 +188,9 @@ class NotificationCreate(BaseModel):
     )
 
     user_id: UserId | None = None
-    user_ids: list[UserId] | None = Field(None, min_length=1)
+    # Checked entry by entry until the first bad one: 200k bad entries cost one message,
+    # not 200k (the most CAMPANA_MAX_RECIPIENTS allows is 100 000).
+    user_ids: list[UserId] | None = Field(None, min_length=1, max_length=100_000, fail_fast=True)
     type: NotificationType
     message: Message
     link_url: LinkUrl | None = None

@@ -127,8 +127,25 @@ class Settings(BaseSettings):
     max_sockets_per_user: int = Field(
         20, ge=1, le=10_000, description="Sockets per user and process; the oldest closes 4429."
     )
-    max_sockets_per_process: int = Field(
-        50_000, ge=1, description="Open sockets per process; more are closed with 1013."
+    max_sockets_per_process: int | None = Field(
+        None,
+        ge=1,
+        description="Signed-in sockets per process; more are closed with 1013. "
+        "Default: `CAMPANA_MAX_CONNECTIONS`.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=16,
+        description="Connections one process holds, HTTP and sockets, signed in or not; more "
+        "are answered 503. Default: the file-descriptor limit, less room for the database "
+        "pool, Redis and files. Past 90% of it, `/readyz` answers 503 and new sockets are "
+        "refused.",
+    )
+    max_unauthenticated_sockets: int | None = Field(
+        None,
+        ge=1,
+        description="Sockets not signed in (token being checked, or refused and closing); "
+        "more are answered 503. Default: a tenth of `CAMPANA_MAX_CONNECTIONS`, at least 16.",
     )
     socket_send_buffer_bytes: int = Field(
         65536, ge=0, description="Kernel send buffer per connection. 0: the OS default."
@@ -155,6 +172,12 @@ class Settings(BaseSettings):
     http_idle_timeout_seconds: float = Field(
         5.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this."
     )
+    http_write_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="An answer the client does not read for this long is dropped (TCP reset).",
+    )
     http_max_header_bytes: int = Field(
         16_384,
         ge=1024,
@@ -166,6 +189,11 @@ class Settings(BaseSettings):
         ge=1024,
         le=256 << 20,
         description="Largest request body, refused with 413 while it is read.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses of reverse proxies whose `X-Forwarded-For` and "
+        "`X-Forwarded-Proto` are believed; `*` for any. Empty: the peer's address is used.",
     )
     metrics_token: str | None = Field(
         None,
@@ -183,7 +211,7 @@ class Settings(BaseSettings):
         10_000, ge=1, le=100_000, description="Most `user_ids` in one producer call."
     )
 
-    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @field_validator("jwt_algorithms", "allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         return _comma_list(value)

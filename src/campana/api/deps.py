@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from campana.auth import SEND_SCOPE, Principal, TokenVerifier
 from campana.broker import Broker
+from campana.capacity import Capacity
 from campana.creates import Creator
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
@@ -32,6 +33,7 @@ class Services:
     creates: Creator
     snapshots: SnapshotLoader
     verifier: TokenVerifier
+    capacity: Capacity
 
 
 async def get_services(request: Request) -> Services:

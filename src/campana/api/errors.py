@@ -42,9 +42,18 @@ def domain_error(error: CampanaError) -> JSONResponse:
     )
 
 
+# A bad request learns its first few problems and how many more there are: the answer
+# to one request stays small whatever it holds.
+MAX_PROBLEMS = 5
+MAX_PROBLEM_CHARS = 200
+
+
 def invalid_request(error: RequestValidationError) -> JSONResponse:
-    problems = [_describe(problem) for problem in error.errors()]
-    return JSONResponse({"error": "validation_failed", "detail": "; ".join(problems)}, 422)
+    problems = error.errors()
+    described = [_describe(problem) for problem in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        described.append(f"and {len(problems) - MAX_PROBLEMS} more")
+    return JSONResponse({"error": "validation_failed", "detail": "; ".join(described)}, 422)
 
 
 def http_error(error: HTTPException) -> JSONResponse:
@@ -77,7 +86,10 @@ def _describe(problem: dict[str, object]) -> str:
     assert isinstance(location, (tuple, list))
     path = ".".join(str(part) for part in location)
     message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{path}: {message}" if path else message
+    described = f"{path}: {message}" if path else message
+    if len(described) > MAX_PROBLEM_CHARS:  # a location may hold a client's long key
+        described = described[: MAX_PROBLEM_CHARS - 1] + "…"
+    return described
 
 
 # The methods a path may accept, in the order an ``Allow`` header lists them.

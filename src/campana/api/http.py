@@ -1,16 +1,29 @@
-"""HTTP/1.1 connections: uvicorn's httptools protocol with a deadline and a size bound.
+"""HTTP/1.1 connections: uvicorn's httptools protocol with deadlines and size bounds.
 
 Uvicorn bounds neither how long a request's head may take to arrive nor how long it may
-be: an idle connection, a request line sent a byte at a time or a 64 MB header would
-hold a connection (and, for the header, memory and quadratic CPU) for as long as the
-client likes. :class:`HttpProtocol` adds, for every request on a connection:
+be, nor how long an answer may wait for a client that does not read it: an idle
+connection, a request line sent a byte at a time, a 64 MB header or a page never read
+would hold a connection (and memory) for as long as the client likes.
+:class:`HttpProtocol` adds, for every request on a connection:
 
 * a head deadline (``CAMPANA_HTTP_HEADER_TIMEOUT_SECONDS``), from the connection's
   opening or the request's first byte: past it the connection closes, with 408 if the
   request had begun;
-* a head size bound (``CAMPANA_HTTP_MAX_HEADER_BYTES``): 431, checked as bytes arrive;
+* a head size bound (``CAMPANA_HTTP_MAX_HEADER_BYTES``): 431, checked as bytes arrive,
+  for each request of a pipeline on its own;
 * a body deadline (``CAMPANA_HTTP_BODY_TIMEOUT_SECONDS``) from the end of the head;
-  past it 408 and close, and the application sees the client as gone.
+  past it 408 and close, and the application sees the client as gone;
+* a write deadline (``CAMPANA_HTTP_WRITE_TIMEOUT_SECONDS``), as nginx's ``send_timeout``:
+  an answer of which the client takes less than 16 KiB in that time is dropped with a
+  TCP reset, which frees what the process and the kernel hold for it. The process queues at most one
+  message of an answer beyond what the kernel takes; the kernel gives up on what it holds
+  after the same time (``TCP_USER_TIMEOUT``), closed or not.
+
+It holds the process's connection cap (``campana.capacity``): a connection past it is
+answered 503 and closed before anything is read. A client gone before its answer, and a
+request cancelled at shutdown, are one debug line, not a traceback. When a request of a
+pipeline is refused, the ones before it are answered first: a create that committed is
+never left without its 201.
 
 It also hands a WebSocket upgrade to the socket protocol as the client sent it (its
 HTTP version, every header even when repeated, and the bytes that followed in the same
@@ -20,23 +33,41 @@ packet), where uvicorn would rebuild it as HTTP/1.1 and drop the bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from campana import metrics
 
 if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
     from campana.api.deps import Services
     from campana.api.ws import SocketProtocol
+    from campana.capacity import Capacity
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 5.0
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_HEADER_BYTES = 16_384
+DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
+# Linux: the kernel drops a connection whose sent data goes unacknowledged this long,
+# zero-window probes included (so a peer that never reads), even after close.
+TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+RETRY_AFTER_SECONDS = 1
+# What a client must take of an answer in each write deadline (or the rest of it): slower
+# than 1.6 KB/s at the default 10 s, and it is dropped. Well under any real link, and a
+# client that reads one byte at a time cannot hold an answer for hours.
+MIN_WRITE_PROGRESS_BYTES = 16_384
 
 
 class _Refused(Exception):
@@ -59,33 +90,68 @@ class HttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         services: Services | None = app_state.get("services")
+        self._capacity: Capacity | None = None
+        self._stop_seconds: float | None = None
         if services is not None:
             settings = services.settings
             self._header_timeout = settings.http_header_timeout_seconds
             self._body_timeout = settings.http_body_timeout_seconds
+            self._write_timeout = settings.http_write_timeout_seconds
             self._max_head = settings.http_max_header_bytes
+            self._capacity = services.capacity
+            self._stop_seconds = settings.stop_plan.sockets_seconds
         else:
             self._header_timeout = DEFAULT_HEADER_TIMEOUT_SECONDS
             self._body_timeout = DEFAULT_BODY_TIMEOUT_SECONDS
+            self._write_timeout = DEFAULT_WRITE_TIMEOUT_SECONDS
             self._max_head = DEFAULT_MAX_HEADER_BYTES
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._unwritten = 0  # bytes waiting to be written when the write timer was armed
+        self._stopping = False
         self._began = False  # a byte of the current request has arrived
         self._in_head = False  # ... and its head is not complete
-        self._head_bytes = 0
+        self._began_in_packet = False  # ... and it began in the packet being parsed
+        self._raw_head_bytes = 0  # packets wholly inside the current head
+        self._head_bytes = 0  # the current head's line and headers, as parsed
         self._done = False  # answered on our own and closing: nothing more is parsed
+        self._refusal: tuple[int, str] | None = None  # answered once the pipeline is
+        self._slot = False  # holds a slot of the process's connection cap
+        self._running: RequestResponseCycle | None = None  # the request being answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # What the kernel does not take at once waits here, and the write deadline runs
+        # while anything waits (a socket sets its own limits after the upgrade).
+        transport.set_write_buffer_limits(high=0, low=0)
+        self._set_user_timeout(self._write_timeout)
+        if self._capacity is not None:
+            if not self._capacity.admit_connection():
+                metrics.connections_cut.labels("connections_full").inc()
+                retry = f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+                self._answer(503, "Service Unavailable", retry)
+                return
+            self._slot = True
         self._arm(self._header_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_write()
+        if self._slot and self._capacity is not None:
+            self._slot = False
+            self._capacity.release_connection()
+        running = self._running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            # Uvicorn tells only the latest request of a pipeline that the client is gone.
+            running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
         self._unset_keepalive_if_required()
+        self._began_in_packet = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -100,12 +166,12 @@ class HttpProtocol(HttpToolsProtocol):
                 self._cut(refused.limit, refused.status, refused.reason)
             else:
                 self.logger.warning("Invalid HTTP request received.")
-                self._answer(400, "Bad Request")
+                self._refuse(400, "Bad Request")
             return
-        if self._in_head and self._began:
-            # Counts the whole packet the request began in: a bound, not an exact size.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_head:
+        if self._in_head and not self._began_in_packet:
+            # The packet is wholly inside one head: the parser holds it until the head ends.
+            self._raw_head_bytes += len(data)
+            if self._raw_head_bytes > self._max_head:
                 self._cut("header_size", 431, "Request Header Fields Too Large")
 
     # Parser callbacks
@@ -114,16 +180,28 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._began = True
+        self._began_in_packet = True
+        self._raw_head_bytes = 0
         self._head_bytes = 0
         if self._timer is None:  # the first request's deadline runs from the connection
             self._arm(self._header_timeout, self._head_timed_out)
 
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self._max_head:
+            raise _Refused(431, "Request Header Fields Too Large", "header_size")
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self._max_head:
-            raise _Refused(431, "Request Header Fields Too Large", "header_size")
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:
             self._arm(self._body_timeout, self._body_timed_out)
@@ -132,6 +210,22 @@ class HttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._began = False
         super().on_message_complete()
+
+    # Requests
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, _unless_gone(app, cycle))
+
+    def on_response_complete(self) -> None:
+        if self._refusal is not None and not self.pipeline:
+            # Every request before the refused one has its answer: now the refusal's.
+            self.server_state.total_requests += 1
+            status, reason = self._refusal
+            self._refusal = None
+            self._answer(status, reason)
+            return
+        super().on_response_complete()
 
     # Deadlines
 
@@ -169,23 +263,105 @@ class HttpProtocol(HttpToolsProtocol):
             self._done = True
             self.transport.close()
         else:
-            self._cut("body_timeout", 408, "Request Timeout")
+            self._cut("body_timeout", 408, "Request Timeout", refused=cycle)
+
+    # The write deadline: armed while anything waits to be written.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None and not self.transport.is_closing():
+            self._arm_write(self._write_timeout)
+
+    def _arm_write(self, delay: float) -> None:
+        self._unwritten = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(delay, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._disarm_write()
+        super().resume_writing()
+
+    def _disarm_write(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        unwritten = self.transport.get_write_buffer_size()
+        if not self._stopping and self._unwritten - unwritten >= min(
+            MIN_WRITE_PROGRESS_BYTES, self._unwritten
+        ):
+            self._arm_write(self._write_timeout)  # read slowly, but read: another period
+            return
+        metrics.connections_cut.labels("write_timeout").inc()
+        self._done = True
+        self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP reset: what is queued for the peer is freed now."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+        self.transport.abort()
+
+    def _set_user_timeout(self, seconds: float) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if TCP_USER_TIMEOUT is not None and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, int(seconds * 1000))
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._write_timer is not None and self._stop_seconds is not None:
+            # A stop does not wait the whole write deadline for a client that does not read.
+            self._disarm_write()
+            self._stopping = True
+            self._arm_write(min(self._write_timeout, self._stop_seconds))
 
     # Answers and the upgrade
 
-    def _cut(self, limit: str, status: int, reason: str) -> None:
+    def _cut(
+        self,
+        limit: str,
+        status: int,
+        reason: str,
+        refused: RequestResponseCycle | None = None,
+    ) -> None:
         """A limit was hit: counted, answered, and the connection closes."""
         metrics.connections_cut.labels(limit).inc()
-        self._answer(status, reason)
+        self._refuse(status, reason, refused)
 
-    def _answer(self, status: int, reason: str) -> None:
+    def _refuse(
+        self, status: int, reason: str, refused: RequestResponseCycle | None = None
+    ) -> None:
+        """Answer with an error and close, after the requests before it in a pipeline.
+
+        ``refused`` is the request refused, when it has begun (its body did not come):
+        it gets the error instead of an answer of its own.
+        """
+        self._disarm()
+        self._done = True
+        for queued in [entry for entry in self.pipeline if entry[0] is refused]:
+            self.pipeline.remove(queued)
+        running = self._running
+        in_flight = running is not None and running is not refused and not running.response_complete
+        if in_flight or self.pipeline:
+            self._refusal = (status, reason)
+            self.flow.pause_reading()
+        else:
+            self._answer(status, reason)
+
+    def _answer(self, status: int, reason: str, headers: str = "") -> None:
         """A plain-text error, then the connection closes."""
         self._disarm()
         self._done = True
+        if self.transport.is_closing():
+            return
         body = f"{status} {reason}\n".encode()
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            f"content-length: {len(body)}\r\n{headers}connection: close\r\n\r\n".encode()
             + body
         )
         self.transport.close()
@@ -193,7 +369,11 @@ class HttpProtocol(HttpToolsProtocol):
     def _upgrade(self, rest: bytes) -> None:
         """Hand the connection to the socket protocol with the request as it came."""
         self._disarm()
+        self._disarm_write()
         self.connections.discard(self)
+        self._slot = False  # the socket holds the connection's slot from here on
+        self._set_user_timeout(0)  # a socket has its own deadlines (api/ws.py)
+        self.transport.set_write_buffer_limits()
         version = self.parser.get_http_version().encode()
         head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", version]
         for name, value in self.headers:
@@ -207,3 +387,35 @@ class HttpProtocol(HttpToolsProtocol):
         protocol.connection_made(self.transport)
         self.transport.set_protocol(protocol)
         protocol.start(b"".join(head), rest)
+
+
+def _unless_gone(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI3Application:
+    """The application, for one request: a client gone is not an error.
+
+    What it sends once the connection is closing is dropped (uvicorn would write to a
+    closed transport, and log the traceback); a cancellation at shutdown ends the request
+    quietly.
+    """
+
+    async def run(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        async def send_unless_gone(message: Any) -> None:
+            if cycle.transport.is_closing() and not cycle.response_complete:
+                cycle.disconnected = True
+                return
+            await send(message)
+
+        try:
+            await app(scope, receive, send_unless_gone)
+        except asyncio.CancelledError:
+            logger.debug(
+                "request cancelled at shutdown: %s %s", cycle.scope["method"], cycle.scope["path"]
+            )
+            cycle.disconnected = True
+        except Exception:
+            if not cycle.disconnected:
+                raise
+            logger.debug(
+                "client gone before its answer: %s %s", cycle.scope["method"], cycle.scope["path"]
+            )
+
+    return run

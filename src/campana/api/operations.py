@@ -28,8 +28,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Database and broker are reachable",
-    responses={503: {"description": "`failed` names what is unreachable."}},
+    summary="Database and broker are reachable, and connections are under the cap",
+    responses={
+        503: {"description": "`failed` names what is unreachable, or `capacity` near the cap."}
+    },
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
     failed: list[str] = []
@@ -44,9 +46,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             await services.broker.ping()
     except Exception:
         failed.append("broker")
+    if not services.capacity.ready:
+        failed.append("capacity")  # near the connection cap: new tabs go elsewhere
     if failed:
         return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-    return JSONResponse({"status": "ready", "sockets": services.hub.socket_count})
+    return JSONResponse({"status": "ready"})
 
 
 async def metrics_reader(services: ServicesDep, request: Request) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Final
@@ -192,12 +194,7 @@ async def create_notifications(request: Request) -> Response:
     producer = await producer_from_header(services, request.headers.get("authorization"))
     _require_json(request)
     raw = await _read_body(request, services.settings.http_max_body_bytes)
-    try:
-        body = NotificationCreate.model_validate_json(raw)
-    except ValidationError as error:
-        raise RequestValidationError(
-            [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
-        ) from None
+    body = parse_create_body(raw)
     created = await services.creates.create(
         producer=producer.user_id,
         request=body,
@@ -209,6 +206,80 @@ async def create_notifications(request: Request) -> Response:
         media_type="application/json",
         headers={"Idempotent-Replayed": "true"} if created.replayed else None,
     )
+
+
+_CREATE_FIELDS: Final = frozenset(NotificationCreate.model_fields)
+_KEY_END: Final = re.compile(rb'"\s*:')
+# More problems than this, and the body is read again to say what is wrong in one line.
+_MANY_PROBLEMS: Final = 20
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return document
+
+
+def parse_create_body(raw: bytes) -> NotificationCreate:
+    """The producer call's body, or a 422 whose size and cost do not grow with the body.
+
+    A key given twice is refused: the model would keep the last value, and a gateway in
+    front that reads the first would let through what it did not check. Unknown keys are
+    counted, not each described (300k of them would be 300k messages).
+    """
+    try:
+        body = NotificationCreate.model_validate_json(raw)
+    except ValidationError as error:
+        raise _bounded(error, raw) from None
+    # Without a backslash no string holds a quote, so each `"` followed by `:` ends a key:
+    # as many as the fields given, and no key came twice. Most bodies skip a second reading.
+    if b"\\" in raw or len(_KEY_END.findall(raw)) != len(body.model_fields_set):
+        try:
+            json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKey as duplicate:
+            message = f"key {_quoted(duplicate.key)} is given twice"
+            raise _invalid_body(message, "duplicate_key") from None
+    return body
+
+
+def _bounded(error: ValidationError, raw: bytes) -> RequestValidationError:
+    """The model's problems; past a few, the unknown keys that made them, counted.
+
+    ``user_ids`` stops at its first bad entry: only unknown keys come by the thousand.
+    """
+    if error.error_count() > _MANY_PROBLEMS:
+        with contextlib.suppress(ValueError, RecursionError):
+            document = json.loads(raw)
+            unknown = [key for key in document if key not in _CREATE_FIELDS]
+            if unknown:
+                named = ", ".join(_quoted(key) for key in unknown[:3])
+                more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+                return _invalid_body(f"unknown fields {named}{more}", "extra_forbidden")
+    return RequestValidationError(
+        [
+            {**problem, "loc": ("body", *problem["loc"])}
+            for problem in error.errors(include_input=False, include_url=False)
+        ]
+    )
+
+
+def _invalid_body(message: str, kind: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body",), "msg": message, "type": kind}])
+
+
+def _quoted(key: str) -> str:
+    return repr(key if len(key) <= 40 else key[:39] + "…")
 
 
 def _require_json(request: Request) -> None:

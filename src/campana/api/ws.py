@@ -123,7 +123,9 @@ class SocketProtocol(asyncio.Protocol):
         "_ping_timer",
         "_server_state",
         "_services",
+        "_slot",
         "_transport",
+        "_unauthenticated",
         "_ws",
     )
 
@@ -150,6 +152,8 @@ class SocketProtocol(asyncio.Protocol):
         self._ping_timeout: float | None = config.ws_ping_timeout
         self._transport: asyncio.Transport | None = None
         self._connection: Connection | None = None
+        self._slot = False  # holds the connection's slot of the process's cap
+        self._unauthenticated = False  # counted among the sockets not signed in
         self._paused = False
         self._overflow = 0  # frames received past the rate limit
         self._muted = False  # ... past the allowance too: nothing more is read
@@ -169,6 +173,7 @@ class SocketProtocol(asyncio.Protocol):
     def start(self, head: bytes, rest: bytes) -> None:
         """The upgrade request's head as it was sent (read and bounded by ``api/http.py``,
         without its blank line), and the bytes that followed it in the same packet."""
+        self._slot = self._services is not None  # handed over by the HTTP protocol
         if self._open_handshake(head) and rest:
             self.data_received(rest)
 
@@ -212,6 +217,10 @@ class SocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = Phase.GONE
         self._server_state.connections.discard(self)
+        self._no_longer_unauthenticated()
+        if self._slot and self._services is not None:
+            self._slot = False
+            self._services.capacity.release_connection()
         for timer in (self._ping_timer, self._abort_timer):
             if timer is not None:
                 timer.cancel()
@@ -253,6 +262,8 @@ class SocketProtocol(asyncio.Protocol):
         self._ws.send_close(code)
         self._follow_protocol()
         self._write_pending()
+        if self._unauthenticated and self._services is not None:
+            self._services.capacity.closing_unauthenticated(self, self._make_room)
 
     def _follow_protocol(self) -> None:
         """Leave ``OPEN`` when the WebSocket protocol did (a close sent, received or failed)."""
@@ -276,13 +287,13 @@ class SocketProtocol(asyncio.Protocol):
             self._abort_timer.cancel()
         self._abort_timer = asyncio.get_running_loop().call_later(delay, self._abort)
 
-    def _abort(self) -> None:
+    def _abort(self, limit: str = "close_timeout") -> None:
         """Drop the connection with a reset: what the kernel still holds for the peer is
         freed now, not after its retransmissions give up, and the peer learns at once."""
         transport = self._transport
         if transport is None or self._phase is Phase.GONE:
             return
-        metrics.connections_cut.labels("close_timeout").inc()
+        metrics.connections_cut.labels(limit).inc()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -312,6 +323,12 @@ class SocketProtocol(asyncio.Protocol):
             return self._refuse(upgrade.status, upgrade.reason, upgrade.headers)
         if self._services is None:
             return self._refuse(404, "Not Found")
+        if not self._services.capacity.admit_unauthenticated():
+            # Before the token is read: a flood of sockets that never sign in is held to
+            # its own share of the process, and the process stays ready for the others.
+            metrics.sockets_refused.labels("unauthenticated_full").inc()
+            return self._refuse(503, "Service Unavailable", "Retry-After: 1\r\n")
+        self._unauthenticated = True
         assert self._transport is not None
         self._phase = Phase.OPEN
         self._transport.write(
@@ -362,10 +379,22 @@ class SocketProtocol(asyncio.Protocol):
         )
         if connection is None:
             return
+        self._no_longer_unauthenticated()
         self._connection = connection
         if self._early_ping:
             connection.received("ping")  # queued behind the opening frames
         await services.hub.open(connection)
+
+    def _no_longer_unauthenticated(self) -> None:
+        """Leaves the count of sockets not signed in: signed in now, or gone."""
+        if self._unauthenticated and self._services is not None:
+            self._unauthenticated = False
+            self._services.capacity.release_unauthenticated(self)
+
+    def _make_room(self) -> None:
+        """Dropped, not signed in and closing, so that a new socket may open."""
+        self._unauthenticated = False  # the capacity hands its place over itself
+        self._abort("unauthenticated_full")
 
     def _on_frame(self, frame: Frame) -> None:
         if not self._bucket.take():
