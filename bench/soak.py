@@ -17,6 +17,17 @@ B. the same, plus misbehaving connections, opened with raw sockets:
      close timeout;
    * half upgrade: the request line and half the headers, then silence. Expected: the
      header deadline closes it (408);
+   * never reads its answer: a 4 KiB receive buffer, asks for a page of 100 long items
+     (about 420 KB) and reads nothing. Expected: the write deadline drops it (a reset);
+   * huge invalid body: a producer call of 1M empty recipients (3 MB). Expected: a 422
+     of a few hundred bytes at once, then the idle close;
+   * never signs in: an upgrade with a refused token, then never completes the close.
+     Expected: the close deadline aborts it, or the next such socket takes its place;
+   * pipelined, then gone: three page requests in one write, never read, and a reset from
+     the client a second later. Expected: nothing in the server's log (it was a traceback
+     each);
+   * pipelined creates: 400 creates in one connection, written in 20 KB pieces. Expected:
+     400 answers 201, in order, then the idle close;
 
    then a settle without load, until the server has dropped them all (``--settle``
    seconds at most; this script closes what is left). B runs ``--rounds`` times in a
@@ -67,8 +78,10 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -114,13 +127,39 @@ SILENT_PER_USER = 7
 STALL_MESSAGE = "x" * 1500  # fills a reader's buffers in seconds rather than minutes
 # The tiny receive buffer of a flooding client: the server's pongs cannot drain to it.
 FLOOD_RECEIVE_BUFFER = 4096
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
 
 FLOOD, SILENT, HALF = "ping flood", "never reads", "half upgrade"
+UNREAD, HUGE, NO_SIGN_IN = "never reads its answer", "huge invalid body", "never signs in"
+GONE, PIPELINE = "pipelined, then gone", "pipelined creates"
+KINDS = (FLOOD, SILENT, HALF, UNREAD, HUGE, NO_SIGN_IN, GONE, PIPELINE)
+# ``--only`` names, and the plan's count of each.
+PLAN_FIELDS = {
+    "flood": "flooders",
+    "silent": "silent",
+    "half": "half_upgrades",
+    "unread": "unread_answers",
+    "huge": "huge_bodies",
+    "nosignin": "never_sign_in",
+    "gone": "pipelined_gone",
+    "pipeline": "pipelined_creates",
+}
+# Closed by the soak itself, by design: not counted as left open by the server.
+CLOSED_BY_CLIENT = frozenset({GONE})
+PAGE_ITEMS = 100  # of the long page the answer readers ask for, 2 KB message and link each
+PIPELINED_CREATES = 400
+NOT_A_JWT = "not-a-jwt"  # the server refuses it: close 4401
 # Named by setting, not by value: the defaults may change.
 EXPECTED = {
     FLOOD: "rate limit: close 1008, abort after CAMPANA_WS_CLOSE_TIMEOUT_SECONDS",
     SILENT: "send queue overflow: close 1013, abort after CAMPANA_WS_CLOSE_TIMEOUT_SECONDS",
     HALF: "408 at CAMPANA_HTTP_HEADER_TIMEOUT_SECONDS",
+    UNREAD: "a TCP reset at CAMPANA_HTTP_WRITE_TIMEOUT_SECONDS",
+    HUGE: "422 of a few hundred bytes, then the close at CAMPANA_HTTP_IDLE_TIMEOUT_SECONDS",
+    NO_SIGN_IN: "close 4401, abort after CAMPANA_WS_CLOSE_TIMEOUT_SECONDS or when the next one "
+    "needs its place (CAMPANA_MAX_UNAUTHENTICATED_SOCKETS)",
+    GONE: "closed by the client after 1 s; no line in the server's log",
+    PIPELINE: f"{PIPELINED_CREATES}x 201, then the close at CAMPANA_HTTP_IDLE_TIMEOUT_SECONDS",
 }
 
 # Frames the server sends start so: orjson keeps the envelope's key order.
@@ -138,6 +177,11 @@ class Plan:
     flooders: int = 35
     silent: int = 35
     half_upgrades: int = 30
+    unread_answers: int = 30
+    huge_bodies: int = 4
+    never_sign_in: int = 60
+    pipelined_gone: int = 20
+    pipelined_creates: int = 4
     stall_rate: float = 20.0  # 1.5 KB creates per second, each for every non-reader's user
     settle: float = 60.0  # after each round's load, time the server has to drop them
     rounds: int = 2  # of phase B, each with fresh misbehaving connections
@@ -152,6 +196,11 @@ QUICK = Plan(
     flooders=12,
     silent=12,
     half_upgrades=10,
+    unread_answers=10,
+    huge_bodies=2,
+    never_sign_in=20,
+    pipelined_gone=10,
+    pipelined_creates=2,
     settle=30.0,
     warmup=5.0,
 )
@@ -447,6 +496,8 @@ class Round:
     rss_peak_mb: float  # over the load and the settle
     rss_after_settle_mb: float
     rss_cap_hit: bool
+    server_log_lines: int  # written during the round
+    server_log_tracebacks: int
 
 
 @dataclass
@@ -488,6 +539,8 @@ class Soak:
         self._seqs = itertools.count()
         producer = mint_token(settings, f"soak-{run}-producer", scopes=(SEND_SCOPE,))
         self._headers = {"Authorization": f"Bearer {producer}"}
+        self._header_lines = f"Authorization: Bearer {producer}\r\n"
+        self.page_user = f"soak-{run}-reader"
 
     def request_for(self, user: str) -> bytes:
         return upgrade_request(self.server.port, mint_token(self.settings, user, ttl_seconds=3600))
@@ -655,9 +708,13 @@ class Soak:
         """Phase B once: fresh misbehaving connections and the load, then the settle."""
         gc.collect()  # between phases, where no one is timing
         self.watch.watched, self.tasks = [], []
+        log_before = self.log_lines()
         load = await self.phase(f"B{number}", before_load=self.misbehave)
         settle_seconds, closed_after = await self.settle()
+        written = self.log_lines()[len(log_before) :]
         return Round(
+            server_log_lines=len(written),
+            server_log_tracebacks=sum("Traceback" in line for line in written),
             load=load,
             misbehaving=self.kinds(),
             p99_ratio=ratio(load.p99_ms, a.p99_ms),
@@ -668,6 +725,26 @@ class Soak:
             rss_cap_hit=self.watch.over_cap.is_set(),
         )
 
+    def log_lines(self) -> list[str]:
+        return self.server.log.read_text(errors="replace").splitlines()
+
+    async def seed_long_page(self) -> None:
+        """A page of long items for the answer readers to ask for."""
+        item = {"user_id": self.page_user, "type": "GENERIC_INFO", "message": "m" * 2000}
+        item["link_url"] = "/" + "l" * 1999
+        body = orjson.dumps(item)
+        async with HttpPool("127.0.0.1", self.server.port, 4, self._headers) as pool:
+            for _ in range(PAGE_ITEMS):
+                status, _ = await pool.post(CREATE_PATH, body)
+                assert status == 201, status
+
+    def page_request(self) -> bytes:
+        token = mint_token(self.settings, self.page_user, ttl_seconds=3600)
+        return (
+            f"GET {CREATE_PATH}?limit={PAGE_ITEMS} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+
     # The misbehaving connections
 
     async def misbehave(self) -> None:
@@ -675,19 +752,20 @@ class Soak:
         plan = self.plan
         flood_users = [self.flood_users[i // FLOOD_PER_USER] for i in range(plan.flooders)]
         silent_users = [self.stall_users[i // SILENT_PER_USER] for i in range(plan.silent)]
-        opened = await asyncio.gather(
-            *(self._flooder(user) for user in flood_users),
-            *(self._silent(user) for user in silent_users),
-            *(self._half_upgrade() for _ in range(plan.half_upgrades)),
-            return_exceptions=True,
+        planned = (
+            [(FLOOD, self._flooder(user)) for user in flood_users]
+            + [(SILENT, self._silent(user)) for user in silent_users]
+            + [(HALF, self._half_upgrade()) for _ in range(plan.half_upgrades)]
+            + [(UNREAD, self._unread_answer()) for _ in range(plan.unread_answers)]
+            + [(HUGE, self._huge_body()) for _ in range(plan.huge_bodies)]
+            + [(NO_SIGN_IN, self._never_signs_in()) for _ in range(plan.never_sign_in)]
+            + [(GONE, self._pipelined_gone()) for _ in range(plan.pipelined_gone)]
+            + [(PIPELINE, self._pipelined_creates()) for _ in range(plan.pipelined_creates)]
         )
+        opened = await asyncio.gather(*(start for _, start in planned), return_exceptions=True)
         self.open_failures = Counter(
             kind
-            for kind, outcome in zip(
-                [FLOOD] * plan.flooders + [SILENT] * plan.silent + [HALF] * plan.half_upgrades,
-                opened,
-                strict=True,
-            )
+            for (kind, _), outcome in zip(planned, opened, strict=True)
             if isinstance(outcome, BaseException)
         )
         for failure in {repr(o)[:120] for o in opened if isinstance(o, BaseException)}:
@@ -722,14 +800,17 @@ class Soak:
             raise
         return Misbehaver(kind, sock, sock.getsockname()[1])
 
-    async def _upgrade(self, misbehaver: Misbehaver, user: str) -> None:
+    async def _upgrade(self, misbehaver: Misbehaver, user: str, token: str | None = None) -> None:
         """Send the upgrade and read its answer's head, and nothing after it on purpose
         (frames that share the head's packet are read with it)."""
         loop = asyncio.get_running_loop()
         self.watch.watched.append(misbehaver)
+        request = self.request_for(user)
+        if token is not None:
+            request = upgrade_request(self.server.port, token)
         try:
             async with asyncio.timeout(30):
-                await loop.sock_sendall(misbehaver.sock, self.request_for(user))
+                await loop.sock_sendall(misbehaver.sock, request)
                 head = b""
                 while b"\r\n\r\n" not in head:
                     chunk = await loop.sock_recv(misbehaver.sock, 4096)
@@ -765,6 +846,57 @@ class Soak:
         misbehaver.started = time.perf_counter()
         self.tasks.append(asyncio.create_task(read_answer(misbehaver)))
 
+    async def _unread_answer(self) -> None:
+        misbehaver = await self._dial(UNREAD, FLOOD_RECEIVE_BUFFER)
+        await self._start(misbehaver, self.page_request())
+
+    async def _huge_body(self) -> None:
+        misbehaver = await self._dial(HUGE)
+        body = orjson.dumps({"user_ids": [""] * 1_000_000, "type": "GENERIC_INFO", "message": "x"})
+        request = (
+            f"POST {CREATE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self._header_lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        await self._start(misbehaver, request)
+        self.tasks.append(asyncio.create_task(read_answer(misbehaver)))
+
+    async def _never_signs_in(self) -> None:
+        misbehaver = await self._dial(NO_SIGN_IN)
+        await self._upgrade(misbehaver, "", token=NOT_A_JWT)
+
+    async def _pipelined_gone(self) -> None:
+        misbehaver = await self._dial(GONE, FLOOD_RECEIVE_BUFFER)
+        await self._start(misbehaver, self.page_request() * 3)
+
+        async def reset_later() -> None:
+            await asyncio.sleep(1.0)
+            misbehaver.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            misbehaver.close()
+
+        self.tasks.append(asyncio.create_task(reset_later()))
+
+    async def _pipelined_creates(self) -> None:
+        misbehaver = await self._dial(PIPELINE)
+        self.watch.watched.append(misbehaver)
+        misbehaver.held = True
+        misbehaver.started = time.perf_counter()
+        body = orjson.dumps(
+            {"user_id": self.page_user + "-pipe", "type": "GENERIC_INFO", "message": "p"}
+        )
+        one = (
+            f"POST {CREATE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self._header_lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.tasks.append(asyncio.create_task(pipeline(misbehaver, one * PIPELINED_CREATES)))
+
+    async def _start(self, misbehaver: Misbehaver, request: bytes) -> None:
+        """Watch ``misbehaver`` from now on, and send ``request`` (its answer is not read)."""
+        self.watch.watched.append(misbehaver)
+        misbehaver.held = True
+        await asyncio.get_running_loop().sock_sendall(misbehaver.sock, request)
+        misbehaver.sent = len(request)
+        misbehaver.started = time.perf_counter()
+
     async def settle(self) -> tuple[float, float | None]:
         """Give the server ``settle`` seconds to drop the round's misbehaving connections,
         then close what is left: the settle's seconds, and when the soak closed any."""
@@ -784,7 +916,7 @@ class Soak:
 
     def kinds(self) -> list[KindResult]:
         results = []
-        for kind in (FLOOD, SILENT, HALF):
+        for kind in KINDS:
             group = [m for m in self.watch.watched if m.kind == kind]
             dropped = [m.dropped_at - m.started for m in group if m.dropped_at is not None]
             results.append(
@@ -865,6 +997,23 @@ async def read_answer(misbehaver: Misbehaver) -> None:
     misbehaver.saw(f"{status} then end of stream" if status else "end of stream")
 
 
+async def pipeline(misbehaver: Misbehaver, requests: bytes) -> None:
+    """Writes ``requests`` in 20 KB pieces and reads every answer; notes their statuses."""
+    loop = asyncio.get_running_loop()
+    answers = b""
+    try:
+        for start in range(0, len(requests), 20_000):
+            await loop.sock_sendall(misbehaver.sock, requests[start : start + 20_000])
+            await asyncio.sleep(0.005)
+        while chunk := await loop.sock_recv(misbehaver.sock, 65536):
+            answers += chunk
+    except OSError as error:
+        misbehaver.saw(type(error).__name__)
+        return
+    statuses = Counter(re.findall(rb"HTTP/1\.1 (\d{3})", answers))
+    misbehaver.saw(", ".join(f"{n}x {status.decode()}" for status, n in statuses.items()))
+
+
 async def server_counters(port: int) -> dict[str, float]:
     """Campana's counters and gauges from ``/metrics`` (histograms left out); {} if none."""
     try:
@@ -943,8 +1092,12 @@ def check_targets(a: PhaseResult, rounds: list[Round], memory: MemoryCheck) -> d
         "p99_ratio_at_most_2_every_round": all(r.p99_ratio <= P99_TARGET for r in rounds),
         "no_loss": a.lost == 0 and all(r.load.lost == 0 for r in rounds),
         "every_misbehaving_connection_dropped": all(
-            k.dropped_by_server == k.opened for r in rounds for k in r.misbehaving
+            k.dropped_by_server == k.opened
+            for r in rounds
+            for k in r.misbehaving
+            if k.kind not in CLOSED_BY_CLIENT
         ),
+        "no_traceback_in_the_server_log": all(r.server_log_tracebacks == 0 for r in rounds),
         "rss_first_round_within_5_mb_per_100": memory.first_round_net_mb
         <= memory.first_round_target_mb,
         "rss_later_rounds_reuse_within_2_mb": None if math.isnan(reuse) else reuse <= RSS_REUSE_MB,
@@ -1020,6 +1173,10 @@ def report_table(
         (counted(p.sockets_closed_by_server) for p in phases),
     )
     row(
+        "server log: lines (tracebacks) written in the round",
+        ["-", *(f"{r.server_log_lines} ({r.server_log_tracebacks})" for r in rounds)],
+    )
+    row(
         "settle (s), and when the soak closed those left",
         [
             "-",
@@ -1080,13 +1237,17 @@ def report_table(
         f"- deliveries lost: A {a.lost}, rounds "
         + ", ".join(str(r.load.lost) for r in rounds)
         + f": {verdict(targets['no_loss'])}",
-        "- misbehaving connections dropped by the server, each round: "
+        "- misbehaving connections dropped by the server, each round (those the client closes "
+        "itself aside): "
         + ", ".join(
-            f"{sum(k.dropped_by_server for k in r.misbehaving)} of "
-            f"{sum(k.opened for k in r.misbehaving)}"
+            f"{sum(k.dropped_by_server for k in r.misbehaving if k.kind not in CLOSED_BY_CLIENT)}"
+            f" of {sum(k.opened for k in r.misbehaving if k.kind not in CLOSED_BY_CLIENT)}"
             for r in rounds
         )
         + f": {verdict(targets['every_misbehaving_connection_dropped'])}",
+        "- tracebacks in the server's log, each round: "
+        + ", ".join(str(r.server_log_tracebacks) for r in rounds)
+        + f": {verdict(targets['no_traceback_in_the_server_log'])}",
         "- RSS cost of the first round, what its misbehaving connections took: "
         f"{memory.first_round_growth_mb:+.1f} MB from its start to after its settle, less "
         f"{memory.first_round_load_growth_mb:+.1f} MB for the load alone over its "
@@ -1155,6 +1316,7 @@ async def run(
     try:
         print(f"opening {plan.sockets} well-behaved sockets…", file=sys.stderr)
         await soak.open_tabs()
+        await soak.seed_long_page()
         await soak.warm_up()
         gc.collect()  # between phases, where no one is timing
         print(f"phase A: {plan.seconds:g} s of load…", file=sys.stderr)
@@ -1211,6 +1373,10 @@ def main() -> None:
     parser.add_argument("--settle", type=float, help="seconds the server has to drop them")
     parser.add_argument("--rounds", type=int, help="of phase B, each with fresh misbehaving (2)")
     parser.add_argument(
+        "--only",
+        help="comma-separated misbehaviours to play, of: " + ", ".join(PLAN_FIELDS),
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -1231,6 +1397,13 @@ def main() -> None:
         if getattr(args, name) is not None
     }
     plan = replace(plan, **chosen)
+    if args.only:
+        kept = {name.strip() for name in args.only.split(",")}
+        if not kept <= set(PLAN_FIELDS):
+            parser.error(f"--only takes names of: {', '.join(PLAN_FIELDS)}")
+        plan = replace(
+            plan, **{field: 0 for name, field in PLAN_FIELDS.items() if name not in kept}
+        )
     if plan.rounds < 1:
         parser.error("--rounds takes 1 or more")
     # The generator holds every client socket: its own garbage collections would be
