@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from .conftest import (
     _start_process,
     _wait_until_up,
     campana,
+    database_url,
     free_port,
 )
 
@@ -82,3 +85,28 @@ def test_send_reports_a_server_that_is_not_running(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "cannot reach" in result.stderr
+
+
+async def test_serve_writes_nothing_where_it_runs_when_it_generates_nothing(
+    database_urls: dict[str, str], tmp_path: Path
+) -> None:
+    """With the database and the secret given, there is no file to make: the folder it
+    runs in stays as it was (no `./data`)."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    options = {"database_url": database_url(database_urls, "postgresql"), "jwt_secret": "s" * 32}
+    port = free_port()
+    with (tmp_path / "serve.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
+            env=_environment(options),
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await _wait_until_up(f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert list(workdir.iterdir()) == []
