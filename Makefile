@@ -6,7 +6,7 @@ export UV_PYTHON_DOWNLOADS := never
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test check client screenshot bench clean
+.PHONY: serve test check client client-package screenshot bench clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -41,6 +41,10 @@ test: .venv/.synced clients/typescript/node_modules/.installed
 ## client: type-check and build the npm package, rebuild the demo served at /
 client: clients/typescript/node_modules/.installed
 	cd clients/typescript && npm run typecheck --silent && npm run build --silent && npm run build:demo --silent
+
+## client-package: build the npm package's tarball into dist/ (npm install dist/campana-client-<version>.tgz)
+client-package: clients/typescript/node_modules/.installed
+	mkdir -p dist && cd clients/typescript && npm pack --silent --pack-destination ../../dist
 
 ## screenshot: refresh docs/demo.png from the browser test
 screenshot: .venv/.synced

@@ -382,3 +382,28 @@ async def test_the_feed_loads_older_pages_as_it_scrolls_and_stops_at_the_end(
     await expect(items.last).to_contain_text("Older notification 0")
     await expect(load_more).to_be_hidden()
     await expect(page.get_by_test_id("empty")).to_be_hidden()
+
+
+async def test_an_item_read_before_the_page_loads_has_no_mark_read_button(
+    servers: ServerPool, browser: Browser, user: str
+) -> None:
+    server = await servers.get("sqlite", "process", allowed_origins="")
+    read = await server.send(user, "Read before the page loaded")
+    await server.mark_read(user, read["id"])
+    await server.send(user, "Still unread")
+    page = await open_centre(browser, server.base_url, server.token(user))
+    await open_feed(page)
+    await expect(page.locator(".item.read")).to_have_count(1)
+    await expect(page.locator(".item.read").get_by_test_id("mark-read")).to_have_count(0)
+    await expect(page.locator(".item.unread").get_by_test_id("mark-read")).to_have_count(1)
+
+
+async def test_a_click_outside_the_feed_closes_it_and_gives_focus_back_to_the_bell(
+    servers: ServerPool, browser: Browser, user: str
+) -> None:
+    server = await servers.get("sqlite", "process", allowed_origins="")
+    page = await open_centre(browser, server.base_url, server.token(user))
+    await open_feed(page)
+    await page.mouse.click(10, 600)  # a bare spot of the page
+    await expect(page.locator("#feed")).to_be_hidden()
+    await expect(page.get_by_test_id("bell")).to_be_focused()

@@ -3,17 +3,24 @@
  * opens a feed, the way GitHub's and Knock's bells work. Every tab of the browser signed in
  * as the same user shares one socket (`SharedSocket`).
  *
- * Query parameters: `token` (the user's JWT; without it the page asks for one) and
- * `keepalive` (the server's `CAMPANA_KEEPALIVE_SECONDS`, 25 by default; the page counts
- * the connection dead after two keepalives and a margin without a frame), e.g.
- * `/?token=eyJ…&keepalive=2`.
+ * Query parameters: `token` (the user's JWT; without it the page asks for one), or
+ * `token_url` (an endpoint that answers a JWT as text, as an app's backend does: 401 or 403
+ * means signed out, any other failure is retried) with `user` (who it signs in, for the
+ * socket shared by the tabs); and `keepalive` (the server's `CAMPANA_KEEPALIVE_SECONDS`, 25
+ * by default; the page counts the connection dead after two keepalives and a margin without
+ * a frame), e.g. `/?token=eyJ…&keepalive=2`.
  */
 import './style.css';
 
 import { NotificationCenter } from '../src/center.js';
 import { SharedSocket } from '../src/shared.js';
 import type { NotificationState } from '../src/store.js';
-import type { ConnectionState, NotificationItem, NotificationType } from '../src/types.js';
+import type {
+  ConnectionState,
+  GetToken,
+  NotificationItem,
+  NotificationType,
+} from '../src/types.js';
 
 // Plain glyphs in coloured discs: they render with any font, emoji or not.
 const ICONS: Record<NotificationType, [glyph: string, tone: string]> = {
@@ -33,7 +40,9 @@ const STATES: Record<ConnectionState, string> = {
   connecting: 'Connecting…',
   open: 'Live',
   reconnecting: 'Reconnecting…',
+  offline: 'Offline',
   stopped: 'Stopped by the server',
+  forbidden: 'Origin not allowed',
   unauthorized: 'Signed out',
   closed: 'Closed',
 };
@@ -42,7 +51,9 @@ const STATES: Record<ConnectionState, string> = {
 const ANNOUNCED_STATES: Partial<Record<ConnectionState, string>> = {
   open: 'Live: new notifications arrive as they happen.',
   reconnecting: 'Connection lost. Reconnecting…',
+  offline: 'Offline. Reconnecting when the network is back.',
   stopped: 'The server stopped this connection.',
+  forbidden: 'The server does not allow this site.',
   unauthorized: 'Signed out.',
 };
 
@@ -54,8 +65,47 @@ if (!app) throw new Error('#app is missing');
 
 const params = new URLSearchParams(location.search);
 const token = params.get('token');
-if (token) showCentre(app, token, keepaliveMs(params.get('keepalive')));
+const tokenUrl = params.get('token_url');
+const keepalive = keepaliveMs(params.get('keepalive'));
+if (tokenUrl) showCentre(app, fromEndpoint(tokenUrl), params.get('user') ?? '', keepalive);
+else if (token) showCentre(app, fromQuery(token), subjectOf(token), keepalive);
 else showTokenForm(app);
+
+/** Where the page's tokens come from, and how another one is put in place. */
+interface TokenSource {
+  getToken: GetToken;
+  /** A token pasted in the signed-out form; `null` when the page cannot take one. */
+  use: ((token: string) => void) | null;
+}
+
+/** The token of the address, or one pasted later. */
+function fromQuery(first: string): TokenSource {
+  let jwt = first;
+  return {
+    getToken: () => jwt,
+    use: (next) => {
+      jwt = next;
+    },
+  };
+}
+
+/**
+ * The token endpoint of an app's backend: the getToken of the client's README. 401 and 403
+ * mean signed out (`null`); a network error or any other status throws, and is retried.
+ */
+function fromEndpoint(url: string): TokenSource {
+  return {
+    getToken: async ({ refresh }) => {
+      const address = new URL(url, location.href);
+      if (refresh) address.searchParams.set('refresh', '1');
+      const response = await fetch(address);
+      if (response.status === 401 || response.status === 403) return null;
+      if (!response.ok) throw new Error(`token endpoint answered ${response.status}`);
+      return response.text();
+    },
+    use: null,
+  };
+}
 
 function keepaliveMs(seconds: string | null): number | undefined {
   const value = Number(seconds);
@@ -83,7 +133,12 @@ function showTokenForm(root: HTMLElement): void {
 
 type Filter = 'all' | 'unread';
 
-function showCentre(root: HTMLElement, firstToken: string, keepalive: number | undefined): void {
+function showCentre(
+  root: HTMLElement,
+  tokens: TokenSource,
+  user: string,
+  keepalive: number | undefined,
+): void {
   root.innerHTML = `
     <header class="top">
       <h1>${BELL} Campana</h1>
@@ -113,6 +168,9 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
       </div>
     </header>
     <main class="page">
+      <section class="forbidden" data-testid="forbidden" hidden>
+        <p>The server refused this site: its address (<code class="origin"></code>) is not in the server's <code>CAMPANA_ALLOWED_ORIGINS</code>. Nothing will reconnect until it is added.</p>
+      </section>
       <section class="signed-out" data-testid="signed-out" hidden>
         <p>Signed out: <span class="reason"></span>. Paste another token, or retry once signed in again.</p>
         <form>
@@ -131,17 +189,14 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
     <div class="visually-hidden" role="status" aria-live="polite" data-testid="announcer"></div>`;
   const $ = <T extends Element = HTMLElement>(selector: string) =>
     root.querySelector<T>(selector) as T;
-  let jwt = firstToken;
-  const user = subjectOf(jwt);
+  $('.origin').textContent = location.origin;
   $('.user').textContent = user ? `signed in as ${user}` : '';
 
   const announcer = announce($('[role=status]'));
   const centre = new NotificationCenter({
     baseUrl: location.origin,
-    getToken: () => jwt,
-    // A read sent as the page follows a row's link must outlive the page.
-    fetch: (input, init) =>
-      fetch(input, init?.method && init.method !== 'GET' ? { ...init, keepalive: true } : init),
+    // The client sends reads with keepalive: one made by clicking a row's link outlives the page.
+    getToken: tokens.getToken,
     socket: { keepaliveMs: keepalive },
     // One socket for every tab of this user; a token without a user keeps its own.
     createSocket: user
@@ -207,6 +262,7 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
     connection.textContent = STATES[state.connection];
     connection.className = `connection ${state.connection}`;
     $('.signed-out').hidden = state.connection !== 'unauthorized';
+    $('.forbidden').hidden = state.connection !== 'forbidden';
     $('.reason').textContent = state.authError?.message ?? '';
     if (state.connection === lastConnection) return;
     // Going live as the page loads is not news; going live again is, and it clears the
@@ -335,8 +391,12 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
   document.addEventListener('pointerdown', (event) => {
     const target = event.target as Element;
     if (!isOpen() || popover.contains(target) || bell.contains(target)) return;
-    // Focus goes back to the bell, unless the click gave it to something else.
-    setOpen(false, { focusBell: !target.closest('a, button, input, select, textarea') });
+    setOpen(false);
+    // Focus goes back to the bell, unless the click gave it to something else. The click's
+    // own focus change (to <body> for a bare spot) comes after pointerdown: look once it has.
+    setTimeout(() => {
+      if (document.activeElement === document.body || document.activeElement === null) bell.focus();
+    });
   });
 
   $('.retry').addEventListener('click', () => centre.retryNow());
@@ -345,13 +405,14 @@ function showCentre(root: HTMLElement, firstToken: string, keepalive: number | u
     const value = new FormData(event.target as HTMLFormElement).get('token');
     if (typeof value !== 'string' || !value.trim()) return;
     const url = new URL(location.href);
+    url.searchParams.delete('token_url');
     url.searchParams.set('token', value.trim());
     // The list (and the shared socket) belongs to one user: another user starts a fresh page.
-    if (!subjectOf(jwt) || subjectOf(value.trim()) !== subjectOf(jwt)) {
+    if (!tokens.use || !user || subjectOf(value.trim()) !== user) {
       location.assign(url);
       return;
     }
-    jwt = value.trim();
+    tokens.use(value.trim());
     history.replaceState(null, '', url); // a reload keeps the new token
     centre.retryNow();
   });
@@ -441,7 +502,9 @@ function updateRow(row: Row, item: NotificationItem): void {
   if (row.element.className === className) return;
   row.element.className = className;
   row.state.textContent = item.is_read ? 'Read: ' : 'Unread: ';
-  if (item.is_read && row.markRead.isConnected) {
+  // A row made for an item already read is not in the page yet: `parentElement`, not
+  // `isConnected`, tells whether the button is still there.
+  if (item.is_read && row.markRead.parentElement) {
     if (document.activeElement === row.markRead) row.main.focus();
     row.markRead.remove();
   }

@@ -1,14 +1,25 @@
 // The package as a user gets it: `npm pack` (its prepack builds), then a fresh app installs
 // the tarball and uses it the three ways users do: bundled by Vite, rendered by React
 // (StrictMode, mounted and unmounted until a leaked socket would show), required from
-// CommonJS. Run from clients/typescript: `npm run test:pack`.
+// CommonJS; and it builds the README's code blocks as an app. Run from clients/typescript:
+// `npm run test:pack`.
 import { spawnSync } from 'node:child_process';
 import console from 'node:console';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
+
+import { writeReadmeApp } from './readme-blocks.mjs';
 
 const scriptsDir = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.dirname(scriptsDir);
@@ -124,9 +135,12 @@ function createApp(appDir, tarball) {
     type: 'module',
     dependencies: {
       '@campana/client': `file:${tarball}`,
+      '@types/react': pinned('@types/react'),
+      '@types/react-dom': pinned('@types/react-dom'),
       'happy-dom': pinned('happy-dom'),
       react: pinned('react'),
       'react-dom': pinned('react-dom'),
+      typescript: pinned('typescript'),
       vite: pinned('vite'),
     },
   };
@@ -182,6 +196,37 @@ if (tarball) {
         cwd: appDir,
       });
       run('node', ['-e', "require('@campana/client/react')"], { cwd: appDir });
+    });
+    step("(e) the README's code blocks type-check and build as an app, as written", () => {
+      const readmeDir = path.join(appDir, 'readme');
+      mkdirSync(readmeDir);
+      writeReadmeApp(readmeDir);
+      const compilerOptions = {
+        target: 'ES2022',
+        module: 'ESNext',
+        moduleResolution: 'Bundler',
+        lib: ['ES2022', 'DOM'],
+        jsx: 'react-jsx',
+        strict: true,
+        noEmit: true,
+        skipLibCheck: true,
+      };
+      writeFileSync(
+        path.join(readmeDir, 'tsconfig.json'),
+        JSON.stringify({ compilerOptions, include: ['*.ts', '*.tsx'] }),
+      );
+      writeFileSync(
+        path.join(readmeDir, 'index.html'),
+        '<!doctype html><div id="root"></div><script type="module" src="./main.tsx"></script>\n',
+      );
+      run(path.join(appDir, 'node_modules/.bin/tsc'), ['-p', readmeDir]);
+      run(
+        path.join(appDir, 'node_modules/.bin/vite'),
+        ['build', '--logLevel', 'error', readmeDir],
+        {
+          cwd: appDir,
+        },
+      );
     });
   }
 }

@@ -1,6 +1,7 @@
 import { NotificationsApi } from './rest.js';
 import { NotificationsSocket, type SocketOptions } from './socket.js';
 import { NotificationStore, type OptimisticRead } from './store.js';
+import { TokenCache } from './token.js';
 import type { ConnectionState, GetToken, NotificationItem, ServerEvent } from './types.js';
 
 /**
@@ -20,7 +21,10 @@ export interface NotificationCenterOptions {
   getToken: GetToken;
   fetch?: typeof fetch;
   socket?: Partial<
-    Pick<SocketOptions, 'keepaliveMs' | 'createWebSocket' | 'lifecycle' | 'random' | 'now'>
+    Pick<
+      SocketOptions,
+      'keepaliveMs' | 'tokenTimeoutMs' | 'createWebSocket' | 'lifecycle' | 'random' | 'now'
+    >
   >;
   /** Builds the socket from its options; `new NotificationsSocket(options)` by default. */
   createSocket?: (options: SocketOptions) => SocketLike;
@@ -58,9 +62,11 @@ export class NotificationCenter {
   constructor(options: NotificationCenterOptions) {
     this.pageSize = options.pageSize ?? 20;
     this.onNotification = options.onNotification;
+    // One token for the socket and REST, kept while it lasts: see TokenCache.
+    const tokens = new TokenCache(options.getToken, options.socket?.now);
     this.api = new NotificationsApi({
       baseUrl: options.baseUrl,
-      getToken: options.getToken,
+      getToken: tokens.get,
       fetch: options.fetch,
       onUnauthorized: (error) => this.socket.markUnauthorized(error),
     });
@@ -68,7 +74,7 @@ export class NotificationCenter {
     this.socket = createSocket({
       ...options.socket,
       baseUrl: options.baseUrl,
-      getToken: options.getToken,
+      getToken: tokens.get,
       onEvent: (event, replayed) => this.receive(event, replayed === true),
       onStateChange: (state, authError) => this.store.setConnection(state, authError),
     });
@@ -93,7 +99,7 @@ export class NotificationCenter {
    * Never rejects: a failure is in the state's `loadError`, and the next call tries again.
    */
   loadMore(): Promise<void> {
-    if (!this.store.getState().hasMore) return Promise.resolve();
+    if (!this.store.mayHaveOlder()) return Promise.resolve();
     this.loading ??= this.fetchOlderPage().finally(() => (this.loading = null));
     return this.loading;
   }

@@ -26,6 +26,13 @@ export {
   type LockManagerLike,
   type SharedSocketOptions,
 } from './shared.js';
+export {
+  renewLeadMs,
+  SignedOutError,
+  TOKEN_TIMEOUT_MS,
+  tokenExpiry,
+  type TokenExpiry,
+} from './token.js';
 export { NotificationStore, type NotificationState, type OptimisticRead } from './store.js';
 export type {
   ConnectionState,

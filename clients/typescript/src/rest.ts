@@ -1,3 +1,4 @@
+import { isSignedOut, SignedOutError } from './token.js';
 import type { GetToken, NotificationItem, NotificationType } from './types.js';
 
 export class ApiError extends Error {
@@ -16,10 +17,11 @@ export interface ApiOptions {
   getToken: GetToken;
   fetch?: typeof fetch;
   /**
-   * Called when a refreshed token is refused too (401 to the retry), before the call
-   * rejects with that `ApiError`: the user is signed out, not offline.
+   * Called when a refreshed token is refused too (401 to the retry), or `getToken` says
+   * "signed out" (`null`, `SignedOutError`), before the call rejects with that error: the
+   * user is signed out, not offline.
    */
-  onUnauthorized?: (error: ApiError) => void;
+  onUnauthorized?: (error: ApiError | SignedOutError) => void;
 }
 
 /** Which page of `GET /api/v1/notifications/` to fetch. */
@@ -39,7 +41,11 @@ export interface NotificationPage {
   next: string | null;
 }
 
-/** The user's REST calls. A 401 gets one retry with a refreshed token. */
+/**
+ * The user's REST calls. A 401 gets one retry with a refreshed token. Calls that change
+ * something (mark read, mark all read) are sent with `keepalive`, so that a link followed
+ * in the same click does not cancel them.
+ */
 export class NotificationsApi {
   private readonly fetch: typeof fetch;
 
@@ -100,8 +106,27 @@ export class NotificationsApi {
   }
 
   private async send(method: string, url: string, refresh: boolean): Promise<Response> {
-    const token = await this.options.getToken({ refresh });
-    return this.fetch(url, { method, headers: { Authorization: `Bearer ${token}` } });
+    const token = await this.token(refresh);
+    // keepalive: the request outlives the page, as a read made by clicking a link must.
+    return this.fetch(url, {
+      method,
+      headers: { Authorization: `Bearer ${token}` },
+      keepalive: method !== 'GET',
+    });
+  }
+
+  private async token(refresh: boolean): Promise<string> {
+    let token: string | null;
+    try {
+      token = await this.options.getToken({ refresh });
+    } catch (error) {
+      if (isSignedOut(error)) this.options.onUnauthorized?.(error as SignedOutError);
+      throw error;
+    }
+    if (token !== null) return token;
+    const error = new SignedOutError('getToken returned null');
+    this.options.onUnauthorized?.(error);
+    throw error;
   }
 }
 

@@ -421,7 +421,8 @@ export class SharedSocket {
     this.evaluateVisibility();
     // As NotificationsSocket does when its own tab is shown: skip the rest of the backoff.
     const state = this.socket?.state;
-    if (shown && (state === 'stopped' || state === 'reconnecting')) this.socket?.retryNow();
+    if (shown && (state === 'stopped' || state === 'reconnecting' || state === 'offline'))
+      this.socket?.retryNow();
   }
 
   /**
@@ -448,8 +449,11 @@ export class SharedSocket {
 
   private release(): void {
     this.graceTimer = undefined;
-    // Signed out holds no connection, and must not come back on its own when a tab shows.
-    if (this.role !== 'leader' || !this.socket || this.socket.state === 'unauthorized') return;
+    // Signed out or a refused origin holds no connection, and must not come back on its own
+    // when a tab shows.
+    const state = this.socket?.state;
+    if (this.role !== 'leader' || state === 'unauthorized' || state === 'forbidden') return;
+    if (!this.socket) return;
     this.released = true;
     this.socket.close();
     this.replay = [];

@@ -5,6 +5,13 @@ import {
   CLOSE_TOO_MANY_SOCKETS,
   SOCKET_PATH,
 } from './protocol.js';
+import {
+  isSignedOut,
+  renewLeadMs,
+  TOKEN_TIMEOUT_MS,
+  tokenExpiry,
+  type TokenExpiry,
+} from './token.js';
 import type { ConnectionState, GetToken, ServerEvent } from './types.js';
 
 /** Delays between reconnect attempts, in ms: 1 s, 2 s, 5 s, 10 s, 20 s, then 30 s. */
@@ -26,12 +33,12 @@ export function silenceLimitMs(keepaliveMs: number): number {
 /**
  * Why the connection is `unauthorized`. `token_refused`: the server refused a token that
  * `getToken({ refresh: true })` had just returned (a socket closed with 4401 before its
- * snapshot, or a REST call answered 401 twice). `token_unavailable`: `getToken` threw; the
- * `cause` is what it threw.
+ * snapshot, or a REST call answered 401 twice). `signed_out`: `getToken` returned `null` or
+ * threw `SignedOutError` (the `cause`).
  */
 export class UnauthorizedError extends Error {
   constructor(
-    readonly reason: 'token_refused' | 'token_unavailable',
+    readonly reason: 'token_refused' | 'signed_out',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -60,6 +67,8 @@ export interface PageLifecycle {
   addEventListener(type: LifecycleEvent, listener: () => void): void;
   removeEventListener(type: LifecycleEvent, listener: () => void): void;
   isVisible(): boolean;
+  /** `navigator.onLine`; without it the browser counts as online. */
+  isOnline?(): boolean;
 }
 
 export interface SocketOptions {
@@ -76,41 +85,68 @@ export interface SocketOptions {
   keepaliveMs?: number;
   createWebSocket?: WebSocketFactory;
   lifecycle?: PageLifecycle;
+  /** How long `getToken` may take before the attempt is retried; `TOKEN_TIMEOUT_MS` by default. */
+  tokenTimeoutMs?: number;
   /** 0..1, for the jitter; `Math.random` by default. */
   random?: () => number;
   now?: () => number;
 }
 
 const OPEN = 1;
+/** setTimeout's longest delay: a token that lasts longer is left to the 4401 fallback. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** One WebSocket and the token it was opened with. */
+interface Attempt {
+  readonly ws: WebSocketLike;
+  /** Its token came from `getToken({ refresh: true })`. */
+  readonly fresh: boolean;
+  /** Opened ahead of the previous token's end. */
+  readonly renewal: boolean;
+  readonly expiry: TokenExpiry | null;
+  sawSnapshot: boolean;
+}
+
+type TokenOutcome =
+  | { kind: 'token'; token: string }
+  | { kind: 'signed_out'; cause: unknown }
+  | { kind: 'failed'; error: unknown };
 
 /**
  * A socket to `/api/v1/notifications/ws` that stays connected until `close()`.
  *
  * Reconnects with backoff and jitter; resets the backoff only once a snapshot arrives
- * (a socket that opens and is closed at once with 4401 is no success); asks for a fresh
- * token after 4401, and stops in `unauthorized` when that fresh token is refused too;
- * drops a socket that stays silent past `silenceLimitMs` (the server sends a keepalive
- * every period, so silence means a dead server or path); drops it when the browser goes
- * offline, and reconnects at once when the browser is back online or a tab comes back
- * from a long sleep.
+ * (a socket that opens and is closed at once with 4401 is no success). A `getToken` that
+ * fails (network, 5xx, timeout) is retried the same way; only `null` or `SignedOutError`
+ * from it, or a fresh token refused with 4401, stop in `unauthorized`. A refused `Origin`
+ * (4403) stops in `forbidden`. Ahead of the token's `exp` the socket opens a successor with
+ * a new token and swaps to it at its snapshot, so that the state stays `open`; the server's
+ * 4401 at `exp` remains the fallback. Drops a socket that stays silent past `silenceLimitMs`
+ * (the server sends a keepalive every period, so silence means a dead server or path);
+ * drops it when the browser goes offline, and reconnects at once when the browser is back
+ * online or a tab comes back from a long sleep.
  */
 export class NotificationsSocket {
-  private ws: WebSocketLike | null = null;
-  /** Whether the current socket's token came from `getToken({ refresh: true })`. */
-  private tokenWasFresh = false;
-  private sawSnapshot = false;
+  /** The socket whose frames reach `onEvent`. */
+  private current: Attempt | null = null;
+  /** The one opened ahead of the token's end, until its snapshot replaces `current`. */
+  private successor: Attempt | null = null;
   private attempt = 0;
+  private renewFailures = 0;
   private refreshToken = false;
   private stopped = true;
   private generation = 0;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined;
+  private renewTimer: ReturnType<typeof setTimeout> | undefined;
+  private successorTimer: ReturnType<typeof setTimeout> | undefined;
   private hiddenSince: number | null = null;
   /** When the last frame arrived: a socket heard from lately is alive, asleep or not. */
   private lastFrameAt = 0;
   private currentState: ConnectionState = 'idle';
   private currentAuthError: UnauthorizedError | null = null;
   private readonly silenceLimit: number;
+  private readonly tokenTimeout: number;
   private readonly createWebSocket: WebSocketFactory;
   private readonly lifecycle: PageLifecycle | undefined;
   private readonly random: () => number;
@@ -118,6 +154,7 @@ export class NotificationsSocket {
 
   constructor(private readonly options: SocketOptions) {
     this.silenceLimit = silenceLimitMs(options.keepaliveMs ?? KEEPALIVE_MS);
+    this.tokenTimeout = options.tokenTimeoutMs ?? TOKEN_TIMEOUT_MS;
     this.createWebSocket = options.createWebSocket ?? ((url) => new WebSocket(url));
     this.lifecycle = options.lifecycle ?? browserLifecycle();
     this.random = options.random ?? Math.random;
@@ -152,14 +189,14 @@ export class NotificationsSocket {
     this.lifecycle?.removeEventListener('offline', this.onOffline);
     this.lifecycle?.removeEventListener('visibilitychange', this.onVisibilityChange);
     clearTimeout(this.retryTimer);
-    this.dropSocket();
+    this.dropSockets();
     this.setState('closed');
   }
 
   /**
    * Reconnect now, skipping the backoff: the way out of `unauthorized` (with a fresh
-   * token, once the user signed in again) and of `stopped`, or a "reconnect now" button.
-   * Does nothing after `close()`.
+   * token, once the user signed in again), `forbidden` and `stopped`, or a "reconnect now"
+   * button. Does nothing after `close()`.
    */
   retryNow(): void {
     if (this.stopped) return;
@@ -170,12 +207,17 @@ export class NotificationsSocket {
 
   /**
    * Stop in `unauthorized` because the server refused a refreshed token elsewhere (the REST
-   * helpers call this after a 401 to their retry). Only `retryNow()` reconnects.
+   * helpers call this after a 401 to their retry), or `getToken` said "signed out" there.
+   * Only `retryNow()` reconnects.
    */
   markUnauthorized(cause: unknown): void {
     if (this.stopped) return;
     this.refuse(
-      new UnauthorizedError('token_refused', 'the server refused a refreshed token', { cause }),
+      isSignedOut(cause)
+        ? new UnauthorizedError('signed_out', describe(cause), { cause })
+        : new UnauthorizedError('token_refused', 'the server refused a refreshed token', {
+            cause,
+          }),
     );
   }
 
@@ -185,82 +227,134 @@ export class NotificationsSocket {
    * Returns false when no socket is open.
    */
   ping(): boolean {
-    if (this.ws?.readyState !== OPEN) return false;
-    this.ws.send('ping');
+    const ws = this.current?.ws;
+    if (ws?.readyState !== OPEN) return false;
+    ws.send('ping');
     return true;
   }
 
   private async open(): Promise<void> {
     const generation = ++this.generation;
     clearTimeout(this.retryTimer);
-    this.setState('connecting');
+    this.stopRenewal();
+    this.setState(this.isOffline() ? 'offline' : 'connecting');
     const fresh = this.refreshToken;
-    let token: string;
-    try {
-      token = await this.options.getToken({ refresh: fresh });
-    } catch (error) {
-      if (generation !== this.generation || this.stopped) return;
-      // Retrying would ask the same failing getToken: the app must sign the user in again.
-      this.refuse(
-        new UnauthorizedError('token_unavailable', `getToken failed: ${describe(error)}`, {
-          cause: error,
-        }),
-      );
-      return;
-    }
+    const outcome = await this.fetchToken(fresh);
     // close() or a newer attempt ran while the token was fetched.
     if (generation !== this.generation || this.stopped) return;
-    this.refreshToken = false;
-    const url = `${this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '')}${SOCKET_PATH}?token=${encodeURIComponent(token)}`;
-    const ws = this.createWebSocket(url);
-    this.ws = ws;
-    this.tokenWasFresh = fresh;
-    this.sawSnapshot = false;
-    // Armed before the socket opens: a handshake to a frozen server hangs as silently.
-    this.watchForSilence(ws);
-    ws.onmessage = (message) => {
-      this.lastFrameAt = this.now();
-      this.watchForSilence(ws);
-      this.receive(message.data);
-    };
-    ws.onerror = () => undefined; // a close event always follows
-    ws.onclose = (event) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      clearTimeout(this.silenceTimer);
-      this.afterClose(event.code);
-    };
-  }
-
-  private receive(data: unknown): void {
-    if (typeof data !== 'string') return;
-    let event: ServerEvent;
-    try {
-      event = JSON.parse(data) as ServerEvent;
-    } catch {
+    if (outcome.kind === 'signed_out') {
+      this.refuse(signedOut(outcome.cause));
       return;
     }
+    if (outcome.kind === 'failed') {
+      // The token endpoint is down or the network is: as passing as a dropped socket.
+      this.scheduleReconnect();
+      return;
+    }
+    this.refreshToken = false;
+    const attempt = this.openSocket(outcome.token, fresh, false);
+    this.current = attempt;
+    // Armed before the socket opens: a handshake to a frozen server hangs as silently.
+    this.watchForSilence(attempt);
+  }
+
+  /** `getToken`, bounded by the token timeout; what it said, never a rejection. */
+  private async fetchToken(refresh: boolean): Promise<TokenOutcome> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`getToken took over ${this.tokenTimeout} ms`)),
+        this.tokenTimeout,
+      );
+    });
+    try {
+      const token = await Promise.race([
+        Promise.resolve().then(() => this.options.getToken({ refresh })),
+        timeout,
+      ]);
+      return token === null ? { kind: 'signed_out', cause: null } : { kind: 'token', token };
+    } catch (error) {
+      return isSignedOut(error) ? { kind: 'signed_out', cause: error } : { kind: 'failed', error };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private openSocket(token: string, fresh: boolean, renewal: boolean): Attempt {
+    const base = this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '');
+    const ws = this.createWebSocket(`${base}${SOCKET_PATH}?token=${encodeURIComponent(token)}`);
+    const attempt: Attempt = {
+      ws,
+      fresh,
+      renewal,
+      expiry: tokenExpiry(token, this.now()),
+      sawSnapshot: false,
+    };
+    ws.onmessage = (message) => this.receive(attempt, message.data);
+    ws.onerror = () => undefined; // a close event always follows
+    ws.onclose = (event) => this.closed(attempt, event.code);
+    return attempt;
+  }
+
+  private receive(attempt: Attempt, data: unknown): void {
+    const event = parseEvent(data);
+    if (attempt === this.successor) {
+      // The server sends the snapshot first: from it on, the successor is complete.
+      if (event?.event !== 'snapshot') return;
+      this.promote(attempt);
+    }
+    if (attempt !== this.current) return;
+    this.lastFrameAt = this.now();
+    this.watchForSilence(attempt);
+    if (!event) return;
     if (event.event === 'snapshot') {
       this.attempt = 0;
-      this.sawSnapshot = true;
+      if (!attempt.sawSnapshot) {
+        attempt.sawSnapshot = true;
+        this.scheduleRenewal(attempt);
+      }
       this.setState('open');
     }
     this.options.onEvent(event);
   }
 
-  private afterClose(code: number): void {
+  private closed(attempt: Attempt, code: number): void {
+    if (attempt === this.successor) {
+      this.dropSuccessor();
+      this.renewalRefused(attempt, code);
+      return;
+    }
+    if (attempt !== this.current) return;
+    this.lost(attempt);
+    if (!this.current) this.afterClose(attempt, code);
+  }
+
+  /** The current socket is gone; a successor on its way takes its place. */
+  private lost(attempt: Attempt): void {
+    this.current = null;
+    clearTimeout(this.silenceTimer);
+    quietlyClose(attempt.ws);
+    const successor = this.successor;
+    if (!successor || this.stopped) return;
+    this.promote(successor);
+    this.setState('connecting');
+  }
+
+  private afterClose(attempt: Attempt, code: number): void {
     if (this.stopped) return;
-    if (code === CLOSE_ORIGIN_REFUSED || code === CLOSE_TOO_MANY_SOCKETS) {
+    if (code === CLOSE_ORIGIN_REFUSED) {
+      this.forbid();
+      return;
+    }
+    if (code === CLOSE_TOO_MANY_SOCKETS) {
       this.setState('stopped');
       return;
     }
     if (code === CLOSE_TOKEN_REFUSED) {
       // A token that expired on a live socket is refreshed; a fresh one refused before its
       // snapshot means the user is signed out, and every retry would be refused as well.
-      if (this.tokenWasFresh && !this.sawSnapshot) {
-        this.refuse(
-          new UnauthorizedError('token_refused', 'the server refused a fresh token (close 4401)'),
-        );
+      if (attempt.fresh && !attempt.sawSnapshot) {
+        this.refuse(refusedToken(attempt));
         return;
       }
       this.refreshToken = true;
@@ -269,53 +363,156 @@ export class NotificationsSocket {
   }
 
   private scheduleReconnect(): void {
-    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] ?? 30_000;
-    this.attempt += 1;
-    // ±20 % jitter, so that a server restart is not followed by a synchronised stampede.
-    const delay = Math.round(base * (0.8 + 0.4 * this.random()));
-    this.setState('reconnecting');
     clearTimeout(this.retryTimer);
+    this.stopRenewal();
+    const delay = this.backoff(this.attempt);
+    this.attempt += 1;
+    this.setState(this.isOffline() ? 'offline' : 'reconnecting');
     this.retryTimer = setTimeout(() => void this.open(), delay);
+  }
+
+  /** The backoff's step `index`, with ±20 % jitter so that a restart is no stampede. */
+  private backoff(index: number): number {
+    const base = BACKOFF_MS[Math.min(index, BACKOFF_MS.length - 1)] ?? 30_000;
+    return Math.round(base * (0.8 + 0.4 * this.random()));
+  }
+
+  /** Renew `attempt`'s token ahead of its end (it has just gone live). */
+  private scheduleRenewal(attempt: Attempt): void {
+    clearTimeout(this.renewTimer);
+    this.renewFailures = 0;
+    const expiry = attempt.expiry;
+    if (!expiry) return; // no `exp`: the server refuses it anyway
+    const delay = expiry.expiresAt - renewLeadMs(expiry.lifetime) - this.now();
+    // A renewed token due again at once (this page's clock far off, and no `iat`) would
+    // renew in a loop: its 4401 takes the usual road instead.
+    if ((delay <= 0 && attempt.renewal) || delay > MAX_TIMER_MS) return;
+    this.renewTimer = setTimeout(() => void this.renew(attempt), Math.max(0, delay));
+  }
+
+  private async renew(owner: Attempt): Promise<void> {
+    if (this.current !== owner || this.successor || this.stopped) return;
+    const generation = this.generation;
+    const outcome = await this.fetchToken(true);
+    if (generation !== this.generation || this.current !== owner || this.stopped) return;
+    if (outcome.kind === 'signed_out') {
+      this.refuse(signedOut(outcome.cause));
+      return;
+    }
+    const expiry = outcome.kind === 'token' ? tokenExpiry(outcome.token, this.now()) : null;
+    // A failure, or the same token again (from a cache): try again while the current lasts.
+    if (outcome.kind === 'failed' || !expiry || (owner.expiry && expiry.exp <= owner.expiry.exp)) {
+      this.retryRenewal(owner);
+      return;
+    }
+    const successor = this.openSocket(outcome.token, true, true);
+    this.successor = successor;
+    this.successorTimer = setTimeout(() => {
+      if (this.successor !== successor) return;
+      this.dropSuccessor();
+      this.retryRenewal(owner);
+    }, this.silenceLimit);
+  }
+
+  private retryRenewal(owner: Attempt): void {
+    if (this.current !== owner || !owner.expiry) return;
+    const delay = this.backoff(this.renewFailures);
+    this.renewFailures += 1;
+    // Past the token's end the server closes the socket with 4401: the usual road.
+    if (this.now() + delay >= owner.expiry.expiresAt) return;
+    clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renew(owner), delay);
+  }
+
+  /** The successor closed before its snapshot. */
+  private renewalRefused(successor: Attempt, code: number): void {
+    if (this.stopped) return;
+    if (code === CLOSE_ORIGIN_REFUSED) this.forbid();
+    else if (code === CLOSE_TOKEN_REFUSED) this.refuse(refusedToken(successor));
+    else if (this.current) this.retryRenewal(this.current);
+  }
+
+  /** The successor's snapshot came: it replaces the current socket, which closes. */
+  private promote(successor: Attempt): void {
+    const previous = this.current;
+    clearTimeout(this.successorTimer);
+    this.successor = null;
+    this.current = successor;
+    if (previous) quietlyClose(previous.ws);
+    this.watchForSilence(successor);
   }
 
   private reconnectNow(): void {
     if (this.stopped) return;
-    this.dropSocket();
+    this.dropSockets();
     void this.open();
   }
 
   private refuse(error: UnauthorizedError): void {
-    this.generation += 1; // a token being fetched for an older attempt is not used
-    clearTimeout(this.retryTimer);
-    this.dropSocket();
+    this.halt();
+    // Signing out on purpose says nothing; a refused token is worth a line to whoever debugs.
+    if (error.reason === 'token_refused') console.warn(`Campana: ${error.message}`);
     this.setState('unauthorized', error);
   }
 
-  private watchForSilence(ws: WebSocketLike): void {
+  private forbid(): void {
+    this.halt();
+    const origin = typeof location === 'undefined' ? '' : ` (${location.origin})`;
+    console.error(
+      `Campana refused this page's origin${origin} with close 4403: add it to the server's ` +
+        'CAMPANA_ALLOWED_ORIGINS. Not reconnecting.',
+    );
+    this.setState('forbidden');
+  }
+
+  /** Stop every attempt; only `retryNow()` starts again. */
+  private halt(): void {
+    this.generation += 1; // a token being fetched for an older attempt is not used
+    clearTimeout(this.retryTimer);
+    this.dropSockets();
+  }
+
+  private watchForSilence(attempt: Attempt): void {
     clearTimeout(this.silenceTimer);
     this.silenceTimer = setTimeout(() => {
-      if (this.ws !== ws) return;
+      if (this.current !== attempt) return;
       // A frozen server, or a NAT or proxy that forgot the connection, sends no close: the
       // browser would wait on it for many minutes. Its close handshake would never finish
       // either, so the socket is dropped rather than awaited.
-      this.dropSocket();
-      this.scheduleReconnect();
+      this.lost(attempt);
+      if (!this.current) this.scheduleReconnect();
     }, this.silenceLimit);
   }
 
-  private dropSocket(): void {
+  private stopRenewal(): void {
+    clearTimeout(this.renewTimer);
+    this.dropSuccessor();
+  }
+
+  private dropSuccessor(): void {
+    clearTimeout(this.successorTimer);
+    const successor = this.successor;
+    this.successor = null;
+    if (successor) quietlyClose(successor.ws);
+  }
+
+  private dropSockets(): void {
     clearTimeout(this.silenceTimer);
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) {
-      ws.onclose = null;
-      ws.onmessage = null;
-      ws.close(CLOSE_NORMAL);
-    }
+    this.stopRenewal();
+    const current = this.current;
+    this.current = null;
+    if (current) quietlyClose(current.ws);
+  }
+
+  private isOffline(): boolean {
+    return this.lifecycle?.isOnline?.() === false;
   }
 
   private readonly onOnline = (): void => {
-    if (this.currentState !== 'open' && this.currentState !== 'unauthorized') this.reconnectNow();
+    const waiting = ['connecting', 'reconnecting', 'offline', 'stopped'];
+    if (!waiting.includes(this.currentState)) return;
+    this.attempt = 0; // a network that is back is a fresh start
+    this.reconnectNow();
   };
 
   /**
@@ -324,8 +521,11 @@ export class NotificationsSocket {
    * cost nothing, and `offline` is a guess (a VPN or a second interface may still work).
    */
   private readonly onOffline = (): void => {
-    if (!this.ws) return;
-    this.dropSocket();
+    if (!this.current) {
+      if (this.currentState === 'reconnecting') this.setState('offline');
+      return;
+    }
+    this.dropSockets();
     this.scheduleReconnect();
   };
 
@@ -336,7 +536,7 @@ export class NotificationsSocket {
     }
     const hiddenFor = this.hiddenSince === null ? 0 : this.now() - this.hiddenSince;
     this.hiddenSince = null;
-    if (this.currentState === 'unauthorized') return;
+    if (this.currentState === 'unauthorized' || this.currentState === 'forbidden') return;
     // After a long hide the socket may have died silently (the machine slept); one that
     // kept receiving frames meanwhile (another tab used it: SharedSocket) has not.
     const heardLately = this.now() - this.lastFrameAt < this.silenceLimit / 2;
@@ -352,6 +552,37 @@ export class NotificationsSocket {
   }
 }
 
+function parseEvent(data: unknown): ServerEvent | null {
+  if (typeof data !== 'string') return null;
+  try {
+    return JSON.parse(data) as ServerEvent;
+  } catch {
+    return null;
+  }
+}
+
+function quietlyClose(ws: WebSocketLike): void {
+  ws.onclose = null;
+  ws.onmessage = null;
+  ws.close(CLOSE_NORMAL);
+}
+
+function signedOut(cause: unknown): UnauthorizedError {
+  const message = cause === null ? 'getToken returned null' : `getToken: ${describe(cause)}`;
+  return new UnauthorizedError('signed_out', message, { cause });
+}
+
+function refusedToken(attempt: Attempt): UnauthorizedError {
+  const hint =
+    attempt.expiry === null
+      ? 'it has no readable `exp` claim, which Campana requires'
+      : 'check its signature (CAMPANA_JWT_SECRET, HS256 by default), `exp` and `sub`';
+  return new UnauthorizedError(
+    'token_refused',
+    `the server refused a fresh token (close 4401): ${hint}`,
+  );
+}
+
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -364,5 +595,6 @@ export function browserLifecycle(): PageLifecycle | undefined {
     addEventListener: (type, listener) => target(type).addEventListener(type, listener),
     removeEventListener: (type, listener) => target(type).removeEventListener(type, listener),
     isVisible: () => document.visibilityState === 'visible',
+    isOnline: () => typeof navigator === 'undefined' || navigator.onLine !== false,
   };
 }

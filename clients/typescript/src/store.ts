@@ -13,7 +13,11 @@ export interface NotificationState {
   readonly connection: ConnectionState;
   /** Why `connection` is `unauthorized`; `null` otherwise. */
   readonly authError: UnauthorizedError | null;
-  /** Older items may exist on the server: true until a page comes without a next one. */
+  /**
+   * Older items may exist on the server. False until the first snapshot (nothing to page
+   * from yet); then true if it held any item, until a page comes without a next one. An
+   * empty snapshot means an empty inbox: nothing older.
+   */
   readonly hasMore: boolean;
   /** A page of older items is on its way. */
   readonly isLoadingMore: boolean;
@@ -55,7 +59,7 @@ export const EMPTY_STATE: NotificationState = Object.freeze({
   unreadCount: 0,
   connection: 'idle',
   authError: null,
-  hasMore: true,
+  hasMore: false,
   isLoadingMore: false,
   loadError: null,
 });
@@ -75,6 +79,10 @@ export class NotificationStore {
   /** How many counts the socket delivered: tells whether a REST count was overtaken. */
   private socketCounts = 0;
   private readonly pending = new Set<PendingRead>();
+  /** A page arrived: from then on pages, not snapshots, say whether older items exist. */
+  private paged = false;
+  /** A snapshot or a page arrived: `hasMore` is known. */
+  private known = false;
   /**
    * Our reads the server has just confirmed (`notification.read`, a read item in a
    * snapshot) whose count is not in `serverCount` yet. The server sends that count as the
@@ -114,9 +122,13 @@ export class NotificationStore {
     }
     this.confirmedAwaitingCount.clear();
     switch (event.event) {
-      case 'snapshot':
-        this.upsert(event.payload);
+      case 'snapshot': {
+        const merged = this.merged(event.payload);
+        const held = (merged.orderedIds ?? this.state.orderedIds).length;
+        this.known = true;
+        this.update(this.paged ? merged : { ...merged, hasMore: held > 0 });
         return;
+      }
       case 'notification.created':
         this.upsert([event.payload]);
         return;
@@ -143,6 +155,11 @@ export class NotificationStore {
     this.update(this.merged(items));
   }
 
+  /** Whether a page may bring older items: `hasMore`, or nothing known yet (no snapshot). */
+  mayHaveOlder(): boolean {
+    return this.state.hasMore || !this.known;
+  }
+
   /** A page of older items is on its way. */
   loadingMore(): void {
     this.update({ isLoadingMore: true, loadError: null });
@@ -151,6 +168,8 @@ export class NotificationStore {
   /** Merge a page of older items; `hasMore: false` when the server named no next page. */
   addPage(items: readonly NotificationItem[], { hasMore }: { hasMore: boolean }): void {
     const merged = this.merged(items, this.confirmedByPage);
+    this.paged = true;
+    this.known = true;
     this.update({ ...merged, hasMore, isLoadingMore: false, loadError: null });
   }
 

@@ -27,18 +27,34 @@ export type ServerEvent =
   | { event: 'keepalive'; payload: Record<string, never> };
 
 /**
- * Returns the user's JWT. `refresh: true` means the last one was refused (a socket closed
- * with 4401, a REST call answered 401): fetch a new one rather than a cached one.
+ * Returns the user's JWT, or `null` when nobody is signed in (throwing `SignedOutError` says
+ * the same). `refresh: true` means a new token is needed: the last one was refused (a socket
+ * closed with 4401, a REST call answered 401) or is about to expire, so fetch one rather than
+ * return a cached one. Any other error (network, 5xx, timeout) is retried with backoff.
  */
-export type GetToken = (options: { refresh: boolean }) => Promise<string> | string;
+export type GetToken = (options: { refresh: boolean }) => Promise<string | null> | string | null;
 
 /**
- * `connecting`: opening, no snapshot yet. `open`: snapshot received, live.
- * `reconnecting`: waiting to retry (after a close, a silent socket or going offline).
- * `stopped`: the server refused us for good (4403) or closed the oldest tab (4429); a
- * visible tab or an online event tries again. `unauthorized`: a freshly fetched token was
- * refused, or `getToken` threw; nothing reconnects until `retryNow()`.
- * `closed`: `close()` was called.
+ * Where the connection stands; the package README has a table of what to show for each.
+ *
+ * `idle`: not started yet (server render, before the effect), or let go while every tab of
+ * the browser is hidden (`SharedSocket`). `connecting`: getting a token, opening, waiting for
+ * the snapshot. `open`: live. `reconnecting`: the connection was lost, or no token could be
+ * fetched; retrying with backoff. `offline`: the same while the browser says it is offline;
+ * retries at once when it is back online. `stopped`: the server closed this tab's socket
+ * because the user has too many (4429); a visible tab or an online event tries again.
+ * `forbidden`: the server refused the page's `Origin` (4403): add it to
+ * `CAMPANA_ALLOWED_ORIGINS`; nothing reconnects until `retryNow()`. `unauthorized`: signed
+ * out (`getToken` said so, or the server refused a token it had just fetched fresh); nothing
+ * reconnects until `retryNow()`. `closed`: `close()` was called.
  */
 export type ConnectionState =
-  'idle' | 'connecting' | 'open' | 'reconnecting' | 'stopped' | 'unauthorized' | 'closed';
+  | 'idle'
+  | 'connecting'
+  | 'open'
+  | 'reconnecting'
+  | 'offline'
+  | 'stopped'
+  | 'forbidden'
+  | 'unauthorized'
+  | 'closed';

@@ -4,7 +4,7 @@ import { NotificationCenter, type SocketLike } from '../src/center.js';
 import { ApiError } from '../src/rest.js';
 import type { SocketOptions } from '../src/socket.js';
 import type { NotificationItem } from '../src/types.js';
-import { answer, controlledFetch, FakeWebSocket, item, pageAnswer } from './fakes.js';
+import { answer, controlledFetch, FakeWebSocket, item, jwt, pageAnswer } from './fakes.js';
 
 const opened: NotificationCenter[] = [];
 afterEach(() => {
@@ -331,13 +331,39 @@ describe('NotificationCenter.loadMore', () => {
     await gap;
   });
 
-  it('asks for the newest page when nothing is held yet', async () => {
+  it('asks for the newest page when no snapshot came yet, and nothing after an empty one', async () => {
     const { fetch, next } = controlledFetch();
-    const { hub } = drivenCenter(fetch, []);
+    const hub = new NotificationCenter({ baseUrl: 'http://x', getToken: () => 't', fetch });
+    expect(hub.store.getState().hasMore).toBe(false); // no "Older" button before anything is known
     const loading = hub.loadMore();
-    (await next('GET /?limit=2')).answer(pageAnswer([item()]));
+    (await next('GET /?limit=20')).answer(pageAnswer([item()]));
     await loading;
     expect(hub.store.items()).toHaveLength(1);
+
+    const empty = drivenCenter(fetch, []);
+    expect(empty.hub.store.getState().hasMore).toBe(false);
+    await empty.hub.loadMore();
+    expect(fetch).toHaveBeenCalledTimes(1);
+  });
+
+  it('gets one token for the socket and its REST calls while it lasts', async () => {
+    const iat = Math.floor(Date.now() / 1000);
+    const getToken = vi.fn(() => jwt({ sub: 'u', iat, exp: iat + 3600 }));
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(200, { count: 0 }));
+    FakeWebSocket.created = [];
+    const cached = new NotificationCenter({
+      baseUrl: 'http://x',
+      getToken,
+      fetch,
+      socket: { createWebSocket: (url) => new FakeWebSocket(url) },
+    });
+    opened.push(cached);
+    cached.connect();
+    await vi.waitFor(() => expect(FakeWebSocket.created).toHaveLength(1));
+    await cached.markAllRead();
+    await cached.refreshUnreadCount();
+    expect(getToken).toHaveBeenCalledTimes(1);
+    expect(getToken).toHaveBeenCalledWith({ refresh: false });
   });
 
   it('keeps a live item that arrives while the page is on its way', async () => {

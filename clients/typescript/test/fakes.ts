@@ -54,6 +54,7 @@ export class FakeWebSocket implements WebSocketLike {
 
 export class FakeLifecycle implements PageLifecycle {
   visible = true;
+  online = true;
   private readonly listeners = new Map<string, Set<() => void>>();
 
   addEventListener(type: string, listener: () => void): void {
@@ -67,6 +68,10 @@ export class FakeLifecycle implements PageLifecycle {
 
   isVisible(): boolean {
     return this.visible;
+  }
+
+  isOnline(): boolean {
+    return this.online;
   }
 
   emit(type: 'online' | 'offline' | 'visibilitychange'): void {
@@ -123,4 +128,11 @@ export function controlledFetch() {
     return calls.shift() as Call;
   };
   return { fetch, calls, next };
+}
+
+/** An unsigned JWT with these claims: the client reads `exp` and `iat`, never the signature. */
+export function jwt(claims: Record<string, unknown>): string {
+  const part = (value: unknown) =>
+    btoa(JSON.stringify(value)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}.signature`;
 }

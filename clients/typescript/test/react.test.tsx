@@ -37,7 +37,7 @@ function App({
   const [renders, setRenders] = useState(0);
   rerender = () => setRenders((n) => n + 1);
   const getToken: NotificationsProviderProps['getToken'] = () => {
-    if (signedOut) throw new Error('no session');
+    if (signedOut) return null;
     return `token-${renders}-${++tokenCalls}`;
   };
   return (
@@ -238,7 +238,7 @@ describe('NotificationsProvider and useNotifications', () => {
     );
     await settle();
     expect(latest?.connection).toBe('unauthorized');
-    expect(latest?.authError?.reason).toBe('token_unavailable');
+    expect(latest?.authError?.reason).toBe('signed_out');
     expect(FakeWebSocket.created).toHaveLength(0);
     signedOut = false;
     act(() => latest?.retryNow());
@@ -355,7 +355,7 @@ describe('NotificationsProvider and useNotifications', () => {
           <Page />
         </NotificationsProvider>,
       );
-      expect(html).toBe('<p>0<!-- -->|<!-- -->0<!-- -->|<!-- -->idle<!-- -->|<!-- -->true</p>');
+      expect(html).toBe('<p>0<!-- -->|<!-- -->0<!-- -->|<!-- -->idle<!-- -->|<!-- -->false</p>');
       expect(WebSocket).not.toHaveBeenCalled();
     } finally {
       vi.unstubAllGlobals();

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 
 import { ApiError, nextCursor, NotificationsApi } from '../src/rest.js';
+import { SignedOutError } from '../src/token.js';
 import { answer, item, pageAnswer } from './fakes.js';
 
 describe('NotificationsApi', () => {
@@ -31,7 +32,7 @@ describe('NotificationsApi', () => {
   });
 
   it('reports a refreshed token refused again, and only that', async () => {
-    const refused: ApiError[] = [];
+    const refused: (ApiError | SignedOutError)[] = [];
     const fetch = vi
       .fn<typeof globalThis.fetch>()
       .mockResolvedValueOnce(answer(401, {}))
@@ -50,6 +51,42 @@ describe('NotificationsApi', () => {
     expect(refused).toEqual([]);
     await expect(api.list()).rejects.toBeInstanceOf(ApiError);
     expect(refused).toEqual([new ApiError(401, 'unauthorized', 'bad signature')]);
+  });
+
+  it('sends the calls that change something with keepalive, so that a navigation cannot cancel them', async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(200, { count: 0 }));
+    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
+    await api.markRead(item().id);
+    await api.markAllRead();
+    await api.unreadCount();
+    expect(fetch.mock.calls.map(([, init]) => [init?.method, init?.keepalive])).toEqual([
+      ['PATCH', true],
+      ['POST', true],
+      ['GET', false],
+    ]);
+  });
+
+  it('sends the call in the same task when the token is at hand (a click that follows a link)', async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => answer(200, item()));
+    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: async () => 't', fetch });
+    void api.markRead(item().id);
+    await Promise.resolve().then().then().then(); // microtasks only: no timer, no network
+    expect(fetch).toHaveBeenCalledTimes(1);
+  });
+
+  it('rejects with SignedOutError, and reports it, when getToken says signed out', async () => {
+    const refused: unknown[] = [];
+    const fetch = vi.fn<typeof globalThis.fetch>();
+    const api = new NotificationsApi({
+      baseUrl: 'http://x',
+      getToken: () => null,
+      fetch,
+      onUnauthorized: (error) => refused.push(error),
+    });
+    await expect(api.markAllRead()).rejects.toBeInstanceOf(SignedOutError);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toBeInstanceOf(SignedOutError);
+    expect(fetch).not.toHaveBeenCalled();
   });
 
   it('builds the paths of the guide', async () => {

@@ -297,9 +297,22 @@ describe('NotificationStore read is sticky', () => {
 });
 
 describe('NotificationStore pages', () => {
-  it('starts empty, idle, with older items to load', () => {
+  it('starts empty and idle, with no older items to offer until a snapshot says so', () => {
     expect(new NotificationStore().getState()).toEqual(EMPTY_STATE);
-    expect(EMPTY_STATE).toMatchObject({ connection: 'idle', hasMore: true, isLoadingMore: false });
+    expect(EMPTY_STATE).toMatchObject({ connection: 'idle', hasMore: false, isLoadingMore: false });
+  });
+
+  it('an empty snapshot means nothing older; one with items means older ones may exist', () => {
+    const empty = new NotificationStore();
+    empty.apply({ event: 'snapshot', payload: [] });
+    expect(empty.getState().hasMore).toBe(false);
+    expect(empty.mayHaveOlder()).toBe(false);
+    const held = new NotificationStore();
+    held.apply({ event: 'snapshot', payload: [item()] });
+    expect(held.getState().hasMore).toBe(true);
+    held.addPage([], { hasMore: false });
+    held.apply({ event: 'snapshot', payload: [item()] }); // pages, not snapshots, decide now
+    expect(held.getState().hasMore).toBe(false);
   });
 
   it('merges a page with what it holds, one copy per id, newest first', () => {
