@@ -140,11 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-# The demo's pages: its own scripts, styles and socket only, never framed, and the token
-# in its address never sent on as a Referer.
+# The demo's pages: its own scripts and styles only, never framed, and the token in its
+# address never sent on as a Referer. It may call a token endpoint elsewhere (`token_url`).
 DEMO_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' http: https: ws: wss:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
