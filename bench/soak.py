@@ -132,7 +132,8 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP
 FLOOD, SILENT, HALF = "ping flood", "never reads", "half upgrade"
 UNREAD, HUGE, NO_SIGN_IN = "never reads its answer", "huge invalid body", "never signs in"
 GONE, PIPELINE = "pipelined, then gone", "pipelined creates"
-KINDS = (FLOOD, SILENT, HALF, UNREAD, HUGE, NO_SIGN_IN, GONE, PIPELINE)
+READS = "reads its answer"  # a control: what UNREAD asks, read as a browser would
+KINDS = (FLOOD, SILENT, HALF, UNREAD, HUGE, NO_SIGN_IN, GONE, PIPELINE, READS)
 # ``--only`` names, and the plan's count of each.
 PLAN_FIELDS = {
     "flood": "flooders",
@@ -143,6 +144,7 @@ PLAN_FIELDS = {
     "nosignin": "never_sign_in",
     "gone": "pipelined_gone",
     "pipeline": "pipelined_creates",
+    "reads": "read_answers",  # not played unless named: a control for "unread"
 }
 # Closed by the soak itself, by design: not counted as left open by the server.
 CLOSED_BY_CLIENT = frozenset({GONE})
@@ -160,6 +162,8 @@ EXPECTED = {
     "needs its place (CAMPANA_MAX_UNAUTHENTICATED_SOCKETS)",
     GONE: "closed by the client after 1 s; no line in the server's log",
     PIPELINE: f"{PIPELINED_CREATES}x 201, then the close at CAMPANA_HTTP_IDLE_TIMEOUT_SECONDS",
+    READS: "(a control, not a misbehaviour) the page, then the close at "
+    "CAMPANA_HTTP_IDLE_TIMEOUT_SECONDS",
 }
 
 # Frames the server sends start so: orjson keeps the envelope's key order.
@@ -182,6 +186,7 @@ class Plan:
     never_sign_in: int = 60
     pipelined_gone: int = 20
     pipelined_creates: int = 4
+    read_answers: int = 0  # the control for unread_answers, played only when named
     stall_rate: float = 20.0  # 1.5 KB creates per second, each for every non-reader's user
     settle: float = 60.0  # after each round's load, time the server has to drop them
     rounds: int = 2  # of phase B, each with fresh misbehaving connections
@@ -761,6 +766,7 @@ class Soak:
             + [(NO_SIGN_IN, self._never_signs_in()) for _ in range(plan.never_sign_in)]
             + [(GONE, self._pipelined_gone()) for _ in range(plan.pipelined_gone)]
             + [(PIPELINE, self._pipelined_creates()) for _ in range(plan.pipelined_creates)]
+            + [(READS, self._read_answer()) for _ in range(plan.read_answers)]
         )
         opened = await asyncio.gather(*(start for _, start in planned), return_exceptions=True)
         self.open_failures = Counter(
@@ -849,6 +855,11 @@ class Soak:
     async def _unread_answer(self) -> None:
         misbehaver = await self._dial(UNREAD, FLOOD_RECEIVE_BUFFER)
         await self._start(misbehaver, self.page_request())
+
+    async def _read_answer(self) -> None:
+        misbehaver = await self._dial(READS)
+        await self._start(misbehaver, self.page_request())
+        self.tasks.append(asyncio.create_task(read_answer(misbehaver)))
 
     async def _huge_body(self) -> None:
         misbehaver = await self._dial(HUGE)
@@ -1404,6 +1415,8 @@ def main() -> None:
         plan = replace(
             plan, **{field: 0 for name, field in PLAN_FIELDS.items() if name not in kept}
         )
+        if "reads" in kept:  # as many as the answers never read, to compare the two
+            plan = replace(plan, read_answers=(QUICK if args.quick else Plan()).unread_answers)
     if plan.rounds < 1:
         parser.error("--rounds takes 1 or more")
     # The generator holds every client socket: its own garbage collections would be
