@@ -29,6 +29,7 @@ from campana.broker import Broker, InProcessBroker, RedisBroker
 from campana.capacity import Capacity, ConnectionCaps
 from campana.creates import Creator, purge_idempotency_keys
 from campana.hub import Hub, SocketLimits
+from campana.limits import ConnectionLimits
 from campana.publisher import Publisher
 from campana.settings import Settings, load_settings
 from campana.snapshots import SnapshotLoader
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             snapshots=snapshots,
             verifier=TokenVerifier(settings),
             capacity=Capacity(caps),
+            limits=ConnectionLimits.of(settings),
         )
         app.state.services = services
         await hub.start()

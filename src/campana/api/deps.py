@@ -15,6 +15,7 @@ from campana.capacity import Capacity
 from campana.creates import Creator
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
+from campana.limits import ConnectionLimits
 from campana.publisher import Publisher
 from campana.settings import Settings
 from campana.snapshots import SnapshotLoader
@@ -34,6 +35,7 @@ class Services:
     snapshots: SnapshotLoader
     verifier: TokenVerifier
     capacity: Capacity
+    limits: ConnectionLimits
 
 
 async def get_services(request: Request) -> Services:

@@ -43,6 +43,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from campana import metrics
+from campana.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -55,10 +56,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEADER_TIMEOUT_SECONDS = 5.0
-DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
-DEFAULT_MAX_HEADER_BYTES = 16_384
-DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
 # Linux: the kernel drops a connection whose sent data goes unacknowledged this long,
 # zero-window probes included (so a peer that never reads), even after close.
@@ -90,21 +87,13 @@ class HttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         services: Services | None = app_state.get("services")
-        self._capacity: Capacity | None = None
-        self._stop_seconds: float | None = None
-        if services is not None:
-            settings = services.settings
-            self._header_timeout = settings.http_header_timeout_seconds
-            self._body_timeout = settings.http_body_timeout_seconds
-            self._write_timeout = settings.http_write_timeout_seconds
-            self._max_head = settings.http_max_header_bytes
-            self._capacity = services.capacity
-            self._stop_seconds = settings.stop_plan.sockets_seconds
-        else:
-            self._header_timeout = DEFAULT_HEADER_TIMEOUT_SECONDS
-            self._body_timeout = DEFAULT_BODY_TIMEOUT_SECONDS
-            self._write_timeout = DEFAULT_WRITE_TIMEOUT_SECONDS
-            self._max_head = DEFAULT_MAX_HEADER_BYTES
+        limits = services.limits if services is not None else DEFAULT_LIMITS
+        self._capacity: Capacity | None = services.capacity if services is not None else None
+        self._header_timeout = limits.header_timeout
+        self._body_timeout = limits.body_timeout
+        self._write_timeout = limits.write_timeout
+        self._max_head = limits.max_header_bytes
+        self._stop_seconds = limits.stop_seconds
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._unwritten = 0  # bytes waiting to be written when the write timer was armed
@@ -313,7 +302,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self._write_timer is not None and self._stop_seconds is not None:
+        if self._write_timer is not None:
             # A stop does not wait the whole write deadline for a client that does not read.
             self._disarm_write()
             self._stopping = True

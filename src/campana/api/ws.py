@@ -31,6 +31,7 @@ from websockets.utils import accept_key
 from campana import metrics
 from campana.errors import InvalidToken
 from campana.hub import Connection
+from campana.limits import DEFAULT_LIMITS
 from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Used when the socket protocol is served without the app's settings (never in `serve`).
-DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
-DEFAULT_RATE = (5.0, 20)
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
 READ_SLICE_BYTES = 4096
 FLOOD_ALLOWANCE_FRAMES = 1000
@@ -124,6 +122,7 @@ class SocketProtocol(asyncio.Protocol):
         "_server_state",
         "_services",
         "_slot",
+        "_stop_seconds",
         "_transport",
         "_unauthenticated",
         "_ws",
@@ -138,13 +137,10 @@ class SocketProtocol(asyncio.Protocol):
     ) -> None:
         self._services: Services | None = app_state.get("services")
         self._server_state = server_state
-        if self._services is not None:
-            settings = self._services.settings
-            self._bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
-            self._close_timeout = settings.ws_close_timeout_seconds
-        else:
-            self._bucket = TokenBucket(*DEFAULT_RATE)
-            self._close_timeout = DEFAULT_CLOSE_TIMEOUT_SECONDS
+        limits = self._services.limits if self._services is not None else DEFAULT_LIMITS
+        self._bucket = TokenBucket(limits.frame_rate, limits.frame_burst)
+        self._close_timeout = limits.close_timeout
+        self._stop_seconds = limits.stop_seconds
         # The sans-I/O protocol reads frames once the upgrade is answered with 101.
         self._phase = Phase.UPGRADING
         self._ws = ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=logger)
@@ -237,12 +233,7 @@ class SocketProtocol(asyncio.Protocol):
         self.close_with(CLOSE_SERVICE_RESTART)
         if self._transport is not None:
             self._transport.close()
-            deadline = (
-                self._services.settings.stop_plan.sockets_seconds
-                if self._services is not None
-                else self._close_timeout
-            )
-            self._abort_within(min(self._close_timeout, deadline))
+            self._abort_within(min(self._close_timeout, self._stop_seconds))
 
     # campana.hub.Socket
 
