@@ -1,10 +1,16 @@
-"""``parse_upgrade``, the socket's opening handshake as a pure function: a table of heads."""
+"""``check_upgrade``, the socket's opening handshake as a pure function: a table of requests.
+
+Each request is written as a head and read as the HTTP parser hands it over (names
+lowercased, every header as sent); what that parser refuses itself (a header line without
+a colon, a request line without a version) is answered 400 before the handshake, as
+``tests/test_limits_socket.py`` shows on a real server.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from campana.api.ws import Refusal, Upgrade, parse_upgrade
+from campana.api.handshake import Refusal, Upgrade, UpgradeRequest, check_upgrade
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 GOOD = {
@@ -21,13 +27,24 @@ def head(
     *,
     line: str = "GET /api/v1/notifications/ws?token=a%2Bb HTTP/1.1",
     extra: str = "",
-) -> bytes:
+) -> UpgradeRequest:
     headers = {k: v for k, v in {**GOOD, **(changes or {})}.items() if v is not None}
-    return (line + "".join(f"\r\n{k}: {v}" for k, v in headers.items()) + extra).encode()
+    return parsed(line + "".join(f"\r\n{k}: {v}" for k, v in headers.items()) + extra)
+
+
+def parsed(text: str) -> UpgradeRequest:
+    """The request as the HTTP parser reads it."""
+    request_line, *lines = text.split("\r\n")
+    method, target, version = request_line.split(" ")
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.append((name.lower().encode(), value.strip().encode()))
+    return UpgradeRequest(method, target.encode(), version.removeprefix("HTTP/"), headers)
 
 
 def test_a_good_upgrade_gives_the_token_origin_and_the_rfcs_accept_key() -> None:
-    upgrade = parse_upgrade(head({"Origin": "https://app.example"}))
+    upgrade = check_upgrade(head({"Origin": "https://app.example"}))
     assert upgrade == Upgrade(
         token="a+b", origin="https://app.example", accept=b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     )
@@ -35,11 +52,11 @@ def test_a_good_upgrade_gives_the_token_origin_and_the_rfcs_accept_key() -> None
 
 def test_header_names_are_case_blind_and_token_and_origin_may_be_missing() -> None:
     lowered = {k.lower(): v for k, v in GOOD.items()}
-    raw = (
+    request = parsed(
         "GET /api/v1/notifications/ws HTTP/1.1"
         + "".join(f"\r\n{k}: {v}" for k, v in lowered.items())
-    ).encode()
-    assert parse_upgrade(raw) == Upgrade(
+    )
+    assert check_upgrade(request) == Upgrade(
         token=None, origin=None, accept=b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     )
 
@@ -49,14 +66,12 @@ def test_header_names_are_case_blind_and_token_and_origin_may_be_missing() -> No
     [
         (head(line="POST /api/v1/notifications/ws HTTP/1.1"), 400),
         (head(line="GET /api/v1/notifications/ws HTTP/1.0"), 400),
-        (head(line="GET /api/v1/notifications/ws"), 400),
         (head(line="GET /api/v1/notifications/elsewhere HTTP/1.1"), 404),
         (head({"Host": None}), 400),
         (head({"Host": ""}), 400),
         (head(extra="\r\nHost: other"), 400),
         (head({"Origin": "https://evil.example"}, extra="\r\nOrigin: https://app.example"), 400),
         (head(extra=f"\r\nSec-WebSocket-Key: {KEY}"), 400),
-        (head(extra="\r\nno colon here"), 400),
         (head({"Upgrade": None}), 400),
         (head({"Upgrade": "h2c"}), 400),
         (head({"Connection": "keep-alive"}), 400),
@@ -69,14 +84,12 @@ def test_header_names_are_case_blind_and_token_and_origin_may_be_missing() -> No
     ids=[
         "post",
         "http-1.0",
-        "no-version",
         "other-path",
         "no-host",
         "empty-host",
         "two-hosts",
         "two-origins",
         "two-keys",
-        "no-colon",
         "no-upgrade",
         "other-upgrade",
         "connection-without-upgrade",
@@ -88,9 +101,9 @@ def test_header_names_are_case_blind_and_token_and_origin_may_be_missing() -> No
     ],
 )
 def test_a_bad_upgrade_is_refused_with_a_plain_http_status(
-    request_head: bytes, status: int
+    request_head: UpgradeRequest, status: int
 ) -> None:
-    refusal = parse_upgrade(request_head)
+    refusal = check_upgrade(request_head)
     assert isinstance(refusal, Refusal)
     assert refusal.status == status
     if status == 426:

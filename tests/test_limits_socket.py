@@ -394,8 +394,15 @@ async def test_a_body_that_does_not_arrive_gets_408(limited: Server, dial: Dial)
             f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
             f"Origin: http://evil.example\r\nOrigin: {ALLOWED_ORIGIN}\r\n"
         ),
+        upgrade(
+            headers="Host: campana\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nno colon here\r\n"
+        ),
+        b"GET /api/v1/notifications/ws\r\nHost: campana\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
     ],
-    ids=["http-1.0", "http-2.0", "no-host", "two-keys", "two-origins"],
+    ids=["http-1.0", "http-2.0", "no-host", "two-keys", "two-origins", "no-colon", "no-version"],
 )
 async def test_a_lenient_upgrade_is_refused_with_400(
     api: Server, dial: Dial, request_bytes: bytes

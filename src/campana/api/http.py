@@ -27,7 +27,8 @@ never left without its 201.
 
 It also hands a WebSocket upgrade to the socket protocol as the client sent it (its
 HTTP version, every header even when repeated, and the bytes that followed in the same
-packet), where uvicorn would rebuild it as HTTP/1.1 and drop the bytes.
+packet, as an ``api.handshake.UpgradeRequest``), where uvicorn would rebuild it as
+HTTP/1.1 and drop the bytes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from campana import metrics
+from campana.api.handshake import UpgradeRequest
 from campana.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
@@ -363,10 +365,12 @@ class HttpProtocol(HttpToolsProtocol):
         self._slot = False  # the socket holds the connection's slot from here on
         self._set_user_timeout(0)  # a socket has its own deadlines (api/ws.py)
         self.transport.set_write_buffer_limits()
-        version = self.parser.get_http_version().encode()
-        head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/", version]
-        for name, value in self.headers:
-            head += [b"\r\n", name, b": ", value]
+        request = UpgradeRequest(
+            method=self.scope["method"],
+            target=self.url,
+            http_version=self.parser.get_http_version(),
+            headers=self.headers,
+        )
         protocol = cast(
             "SocketProtocol",
             self.ws_protocol_class(  # type: ignore[call-arg, misc]
@@ -375,7 +379,7 @@ class HttpProtocol(HttpToolsProtocol):
         )
         protocol.connection_made(self.transport)
         self.transport.set_protocol(protocol)
-        protocol.start(b"".join(head), rest)
+        protocol.start(request, rest)
 
 
 def _unless_gone(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI3Application:

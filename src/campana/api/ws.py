@@ -10,7 +10,6 @@ a socket costs no task and no coroutine frame, only this object and the hub's
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import contextlib
 import enum
@@ -19,16 +18,23 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qs
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.utils import accept_key
 
 from campana import metrics
+from campana.api.handshake import (
+    FULL,
+    NOT_FOUND,
+    Refusal,
+    UpgradeRequest,
+    check_upgrade,
+    refused,
+    switching_protocols,
+)
 from campana.errors import InvalidToken
 from campana.hub import Connection
 from campana.limits import DEFAULT_LIMITS
@@ -39,7 +45,6 @@ from campana.protocol import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOKEN_REFUSED,
-    SOCKET_PATH,
 )
 
 if TYPE_CHECKING:
@@ -53,10 +58,6 @@ logger = logging.getLogger(__name__)
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
 READ_SLICE_BYTES = 4096
 FLOOD_ALLOWANCE_FRAMES = 1000
-# Headers a handshake may carry once only: a second Origin could pass the allow-list.
-SINGLE_HEADERS = frozenset(
-    {"host", "origin", "upgrade", "sec-websocket-key", "sec-websocket-version"}
-)
 
 
 class TokenBucket:
@@ -166,11 +167,11 @@ class SocketProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._server_state.connections.add(self)  # type: ignore[arg-type]
 
-    def start(self, head: bytes, rest: bytes) -> None:
-        """The upgrade request's head as it was sent (read and bounded by ``api/http.py``,
-        without its blank line), and the bytes that followed it in the same packet."""
+    def start(self, request: UpgradeRequest, rest: bytes) -> None:
+        """The upgrade request (read and bounded by ``api/http.py``), and the bytes that
+        followed it in the same packet."""
         self._slot = self._services is not None  # handed over by the HTTP protocol
-        if self._open_handshake(head) and rest:
+        if self._open_handshake(request) and rest:
             self.data_received(rest)
 
     def data_received(self, data: bytes) -> None:
@@ -307,25 +308,22 @@ class SocketProtocol(asyncio.Protocol):
         if self._phase is Phase.CLOSING:
             self._abort_within(self._close_timeout)
 
-    def _open_handshake(self, head: bytes) -> bool:
+    def _open_handshake(self, request: UpgradeRequest) -> bool:
         """Answer the upgrade: 101 and start the opening, or a plain HTTP error."""
-        upgrade = parse_upgrade(head)
+        upgrade = check_upgrade(request)
         if isinstance(upgrade, Refusal):
-            return self._refuse(upgrade.status, upgrade.reason, upgrade.headers)
+            return self._refuse(upgrade)
         if self._services is None:
-            return self._refuse(404, "Not Found")
+            return self._refuse(NOT_FOUND)
         if not self._services.capacity.admit_unauthenticated():
             # Before the token is read: a flood of sockets that never sign in is held to
             # its own share of the process, and the process stays ready for the others.
             metrics.sockets_refused.labels("unauthenticated_full").inc()
-            return self._refuse(503, "Service Unavailable", "Retry-After: 1\r\n")
+            return self._refuse(FULL)
         self._unauthenticated = True
         assert self._transport is not None
         self._phase = Phase.OPEN
-        self._transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + upgrade.accept + b"\r\n\r\n"
-        )
+        self._transport.write(switching_protocols(upgrade))
         opening = asyncio.get_running_loop().create_task(self._open(upgrade.token, upgrade.origin))
         # Uvicorn waits for these on shutdown; each ends once the snapshot is out.
         self._server_state.tasks.add(opening)
@@ -333,14 +331,10 @@ class SocketProtocol(asyncio.Protocol):
         self._schedule_ping()
         return True
 
-    def _refuse(self, status: int, reason: str, headers: str = "") -> bool:
+    def _refuse(self, refusal: Refusal) -> bool:
         self._phase = Phase.REFUSED
-        body = f"{status} {reason}\n"
         if self._transport is not None:
-            self._transport.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n{headers}\r\n{body}".encode()
-            )
+            self._transport.write(refused(refusal))
             self._transport.close()
             self._abort_within(self._close_timeout)
         return False
@@ -388,35 +382,49 @@ class SocketProtocol(asyncio.Protocol):
         self._abort("unauthenticated_full")
 
     def _on_frame(self, frame: Frame) -> None:
+        """Every frame counts against the rate limit, then goes to its opcode's handler.
+
+        Pings and closes are answered by the protocol itself; binary frames are ignored.
+        """
         if not self._bucket.take():
-            # Every frame counts, pings and pongs too, before and after the token. The
-            # close goes out with what is pending; then the protocol's answers (pongs) are
-            # dropped, and frames are still read, so that the peer's answer to the close
-            # is seen, up to an allowance past which nothing more is read.
-            if not self._overflow:
-                metrics.connections_cut.labels("frame_rate").inc()
-                self.close_with(CLOSE_POLICY_VIOLATION)
-            self._overflow += 1
-            if self._overflow > FLOOD_ALLOWANCE_FRAMES and self._transport is not None:
-                self._muted = True
-                if not self._transport.is_closing():
-                    self._transport.pause_reading()
+            self._over_rate()
             return
-        if frame.opcode is Opcode.PONG:
-            if self._ping_payload is not None and bytes(frame.data) == self._ping_payload:
-                self._ping_payload = None
-                self._schedule_ping()
+        handler = _FRAME_HANDLERS.get(frame.opcode)
+        if handler is not None:
+            handler(self, frame)
+
+    def _over_rate(self) -> None:
+        """Every frame counts, pings and pongs too, before and after the token. The close
+        goes out with what is pending; then the protocol's answers (pongs) are dropped, and
+        frames are still read, so that the peer's answer to the close is seen, up to an
+        allowance past which nothing more is read."""
+        if not self._overflow:
+            metrics.connections_cut.labels("frame_rate").inc()
+            self.close_with(CLOSE_POLICY_VIOLATION)
+        self._overflow += 1
+        if self._overflow > FLOOD_ALLOWANCE_FRAMES and self._transport is not None:
+            self._muted = True
+            if not self._transport.is_closing():
+                self._transport.pause_reading()
+
+    def _on_pong(self, frame: Frame) -> None:
+        if self._ping_payload is not None and bytes(frame.data) == self._ping_payload:
+            self._ping_payload = None
+            self._schedule_ping()
+
+    def _on_text(self, frame: Frame) -> None:
+        text = self._text(frame)
+        # Only a whole text frame can be the ``ping`` command.
+        if text is None or not frame.fin:
             return
-        if frame.opcode is Opcode.TEXT or (frame.opcode is Opcode.CONT and self._decoder):
-            text = self._text(frame)
-            # Only a whole text frame can be the ``ping`` command.
-            if text is None or frame.opcode is not Opcode.TEXT or not frame.fin:
-                return
-            if self._connection is not None:
-                self._connection.received(text)
-            elif text == "ping":
-                self._early_ping = True  # answered after the opening frames
-        # Binary frames are ignored; pings are answered by the protocol, closes too.
+        if self._connection is not None:
+            self._connection.received(text)
+        elif text == "ping":
+            self._early_ping = True  # answered after the opening frames
+
+    def _on_continuation(self, frame: Frame) -> None:
+        if self._decoder is not None:  # of a text message: checked, never a command
+            self._text(frame)
 
     def _text(self, frame: Frame) -> str | None:
         """The frame's text, or ``None`` after closing with 1007 if it is not UTF-8."""
@@ -460,66 +468,8 @@ class SocketProtocol(asyncio.Protocol):
         self._write_pending()
 
 
-@dataclass(frozen=True, slots=True)
-class Upgrade:
-    """An upgrade request to accept: what the opening needs of it."""
-
-    token: str | None
-    origin: str | None
-    accept: bytes  # Sec-WebSocket-Accept
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    status: int
-    reason: str
-    headers: str = ""  # extra header lines, each ending in CRLF
-
-
-BAD_REQUEST = Refusal(400, "Bad Request")
-
-
-def parse_upgrade(head: bytes) -> Upgrade | Refusal:
-    """RFC 6455 §4.2: the upgrade request's head (without its blank line), checked.
-
-    Written out rather than left to ``websockets``, whose general handshake (headers
-    object, extensions, subprotocols) cost 150 µs a socket: a tenth of a reconnect storm.
-    """
-    lines = head.decode("latin-1").split("\r\n")
-    method, _, rest = lines[0].partition(" ")
-    target, _, version = rest.partition(" ")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        name = name.strip().lower()
-        if not colon or (name in SINGLE_HEADERS and name in headers):
-            return BAD_REQUEST
-        headers[name] = value.strip()
-    path, _, query = target.partition("?")
-    if method != "GET" or version != "HTTP/1.1" or not headers.get("host"):
-        return BAD_REQUEST
-    if path != SOCKET_PATH:
-        return Refusal(404, "Not Found")
-    if "websocket" not in _tokens(headers.get("upgrade")) or "upgrade" not in _tokens(
-        headers.get("connection")
-    ):
-        return BAD_REQUEST
-    if headers.get("sec-websocket-version") != "13":
-        return Refusal(426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n")
-    key = headers.get("sec-websocket-key", "")
-    try:
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
-        valid_key = False
-    if not valid_key:
-        return BAD_REQUEST
-    return Upgrade(
-        token=parse_qs(query).get("token", [None])[0],
-        origin=headers.get("origin"),
-        accept=accept_key(key).encode(),
-    )
-
-
-def _tokens(header: str | None) -> list[str]:
-    """The comma-separated tokens of a header, lowercased (``Connection: keep-alive, Upgrade``)."""
-    return [token.strip().lower() for token in (header or "").split(",")]
+_FRAME_HANDLERS: dict[Opcode, Callable[[SocketProtocol, Frame], None]] = {
+    Opcode.TEXT: SocketProtocol._on_text,
+    Opcode.CONT: SocketProtocol._on_continuation,
+    Opcode.PONG: SocketProtocol._on_pong,
+}
