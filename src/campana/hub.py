@@ -33,14 +33,12 @@ from campana.protocol import (
     CLOSE_TOKEN_REFUSED,
     CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TRY_AGAIN_LATER,
-    KEEPALIVE,
     KEEPALIVE_EVENT,
     KEEPALIVE_WIRE,
-    SNAPSHOT,
-    USER_VERSION,
     Event,
     to_wire,
 )
+from campana.versions import TabVersions, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +93,6 @@ class Phase(enum.Enum):
     CLOSED = "closed"  # closing or gone; nothing more is sent
 
 
-class _Verdict(enum.Enum):
-    SEND = "send"
-    HELD = "held"  # the socket has it already
-    GAP = "gap"  # a version before it is missing
-    BEHIND = "behind"  # a notice says the user is past what the socket holds
-
-
 _VERSION = operator.attrgetter("version")
 
 # Connection asks the hub for its state again, saying why (a metrics label).
@@ -117,16 +108,11 @@ class Connection:
     state when it reconnects); one whose queue fills while it waits for a version or its
     state is dropped by the state read that follows.
 
-    Three versions say what the tab has. ``_version``: the state it holds (its last
-    snapshot or count); a count not newer is dropped, so the badge never moves back.
-    ``_seen``: the newest change whose events it was sent one by one; an event not newer
-    is a duplicate and dropped. ``_top``: the newest version it holds either way; an event
-    more than one past it means one went missing. Events between ``_seen`` and a snapshot
-    are still sent after it: a snapshot holds only the newest items, not every change.
+    What the tab holds of its user's changes, and so what each event's fate is, are
+    ``versions.TabVersions``' rules; the connection acts on their verdicts.
     """
 
     __slots__ = (
-        "_behind",
         "_expiry",
         "_gap_timer",
         "_phase",
@@ -134,9 +120,7 @@ class Connection:
         "_queue_size",
         "_reload_again",
         "_request_reload",
-        "_seen",
-        "_top",
-        "_version",
+        "_versions",
         "keepalive_slot",
         "socket",
         "user_id",
@@ -156,12 +140,7 @@ class Connection:
         self._queue: deque[Event] = deque()
         self._queue_size = limits.send_queue_size
         self._phase = Phase.LOADING
-        self._version = -1
-        self._seen = -1
-        self._top = -1
-        # True once events went out past a missing version (its reload failed): the tab may
-        # lack something its version does not show, so the next sweep reloads it.
-        self._behind = False
+        self._versions = TabVersions()
         self._reload_again = False
         self._gap_timer: asyncio.TimerHandle | None = None
         self._expiry = asyncio.get_running_loop().call_later(
@@ -180,7 +159,7 @@ class Connection:
     @property
     def version(self) -> int:
         """The version of the state the tab holds; -1 before its first snapshot."""
-        return self._version
+        return self._versions.held
 
     def push(self, event: Event, wire: bytes | None = None) -> int:
         """Send ``event`` (``wire`` is its frame's bytes, shared by every socket) or queue it.
@@ -205,8 +184,8 @@ class Connection:
             if self._phase is not Phase.LIVE:
                 sent += self.push(event)
                 continue
-            verdict = self._admit(event)
-            if verdict is _Verdict.SEND:
+            verdict = self._versions.admit(event)
+            if verdict is Verdict.SEND:
                 ready.append(wire)
                 continue
             if ready:  # what was admitted goes out before anything the verdict releases
@@ -233,7 +212,7 @@ class Connection:
             self._request_reload(self, "again")
             return 0
         self._queue.extendleft(reversed(events))
-        self._behind = False
+        self._versions.behind = False
         self._phase = Phase.LIVE
         return self.flush()
 
@@ -245,10 +224,10 @@ class Connection:
         """
         if self._phase is not Phase.LOADING:
             return
-        if self._version < 0:
+        if self._versions.held < 0:
             self.close(CLOSE_INTERNAL_ERROR)
             return
-        self._behind = True
+        self._versions.behind = True
         self._reload_again = False
         self._phase = Phase.LIVE
         self.flush()
@@ -267,7 +246,7 @@ class Connection:
         (a reload, or frames queued behind a paused transport)."""
         if self._phase is not Phase.LIVE or self._queue:
             return False
-        return self._behind or self._version < version
+        return self._versions.lacks(version)
 
     def flush(self) -> int:
         """Send what is queued while the transport takes it (also on resume_writing)."""
@@ -313,68 +292,34 @@ class Connection:
         self._queue.append(event)
         if self._phase is not Phase.WAITING:
             return 0
-        if event.name == USER_VERSION and event.version > self._top:
+        if self._versions.announces_more(event):
             self._start_reload("notice")  # the missing events are lost, not late
             return 0
         return self._fill_gap()
 
     def _offer(self, event: Event, wire: bytes | None) -> int:
-        verdict = self._admit(event)
-        if verdict is _Verdict.SEND:
+        verdict = self._versions.admit(event)
+        if verdict is Verdict.SEND:
             self.socket.write(wire if wire is not None else to_wire(event.json))
             return 1
         return self._act_on(verdict, event)
 
-    def _admit(self, event: Event) -> _Verdict:
-        """Whether the tab needs ``event`` now; moves the socket's versions if so."""
-        name, version = event.name, event.version
-        if name == KEEPALIVE:
-            return _Verdict.SEND
-        if name == SNAPSHOT:
-            if version < self._top:  # an older read queued behind a paused transport
-                return _Verdict.HELD
-            self._top = version
-            # Its count follows and goes out even at the version the tab holds: clients
-            # wait for a count after a snapshot.
-            self._version = min(self._version, version - 1)
-            return _Verdict.SEND
-        if name == USER_VERSION:
-            return _Verdict.BEHIND if version > self._top else _Verdict.HELD
-        if event.is_count:
-            if version <= self._version:
-                return _Verdict.HELD
-        elif version <= self._seen:
-            return _Verdict.HELD
-        if version > self._top + 1 and not self._behind:
-            return _Verdict.GAP
-        self._top = max(self._top, version)
-        if event.is_count:
-            self._version = version
-        else:
-            self._seen = max(self._seen, version)
-        return _Verdict.SEND
-
-    def _act_on(self, verdict: _Verdict, event: Event) -> int:
-        if verdict is _Verdict.GAP:
+    def _act_on(self, verdict: Verdict, event: Event) -> int:
+        if verdict is Verdict.GAP:
             # Wait for the missing version in front of this event.
             self._queue.appendleft(event)
             self._phase = Phase.WAITING
             loop = asyncio.get_running_loop()
             self._gap_timer = loop.call_later(GAP_WAIT_SECONDS, self._gap_not_filled)
-        elif verdict is _Verdict.BEHIND:
+        elif verdict is Verdict.BEHIND:
             self._start_reload("notice")
         return 0
 
     def _fill_gap(self) -> int:
         """Go live again if what waits, in version order, now misses nothing."""
         waiting = sorted(self._queue, key=_VERSION)  # stable: a change keeps its order
-        top = self._top
-        for event in waiting:
-            if event.name in (KEEPALIVE, USER_VERSION):
-                continue
-            if event.version > top + 1:
-                return 0
-            top = max(top, event.version)
+        if not self._versions.fills_gap(waiting):
+            return 0
         if self._gap_timer is not None:
             self._gap_timer.cancel()
         self._queue = deque(waiting)
