@@ -107,13 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {"services": services}
         finally:
             purge.cancel()
-            rest = settings.stop_plan.services_seconds
+            services_seconds = settings.stop_plan.services_seconds
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(rest):
+                async with asyncio.timeout(services_seconds):
                     # Before the hub closes the broker: what is queued is written and published.
                     await creates.close()
                     await publisher.close()
-                    await hub.close(rest / 2)
+                    await hub.close(services_seconds / 2)
             await engine.dispose()
 
     app = FastAPI(

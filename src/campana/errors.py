@@ -1,4 +1,5 @@
-"""The domain's errors. One handler in ``app.py`` renders them as HTTP answers."""
+"""The domain's errors. ``api/errors.py`` renders them as HTTP answers, for the app's
+handlers and the producer call's short road alike."""
 
 from __future__ import annotations
 

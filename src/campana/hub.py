@@ -95,8 +95,8 @@ class Phase(enum.Enum):
 
 _VERSION = operator.attrgetter("version")
 
-# Connection asks the hub for its state again, saying why (a metrics label).
-RequestReload = Callable[["Connection", str], None]
+# Connection asks the hub to read its state again, saying why (a metrics label).
+Reloader = Callable[["Connection", str], None]
 
 
 class Connection:
@@ -119,7 +119,7 @@ class Connection:
         "_queue",
         "_queue_size",
         "_reload_again",
-        "_request_reload",
+        "_reloader",
         "_versions",
         "keepalive_slot",
         "socket",
@@ -132,11 +132,11 @@ class Connection:
         user_id: str,
         limits: SocketLimits,
         expires_at: float,
-        request_reload: RequestReload,
+        reloader: Reloader,
     ) -> None:
         self.socket = socket
         self.user_id = user_id
-        self._request_reload = request_reload
+        self._reloader = reloader
         self._queue: deque[Event] = deque()
         self._queue_size = limits.send_queue_size
         self._phase = Phase.LOADING
@@ -209,7 +209,7 @@ class Connection:
             return 0
         if self._reload_again:  # asked for again while loading: this one may be too old
             self._reload_again = False
-            self._request_reload(self, "again")
+            self._reloader(self, "again")
             return 0
         self._queue.extendleft(reversed(events))
         self._versions.behind = False
@@ -233,13 +233,17 @@ class Connection:
         self.flush()
 
     def reload(self, reason: str) -> None:
-        """Read the socket's state again (events may have been missed)."""
+        """Read the socket's state again (events may have been missed); while one read is
+        under way, another follows it. Events queue behind it."""
         if self._phase is Phase.CLOSED:
             return
         if self._phase is Phase.LOADING:
             self._reload_again = True
             return
-        self._start_reload(reason)
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._phase = Phase.LOADING
+        self._reloader(self, reason)
 
     def is_behind(self, version: int) -> bool:
         """True if the tab lacks a change up to ``version`` and nothing is on its way to it
@@ -287,13 +291,13 @@ class Connection:
             if self._phase is Phase.LOADING:
                 self._reload_again = True
             else:
-                self._start_reload("overflow")
+                self.reload("overflow")
             return 0
         self._queue.append(event)
         if self._phase is not Phase.WAITING:
             return 0
         if self._versions.announces_more(event):
-            self._start_reload("notice")  # the missing events are lost, not late
+            self.reload("notice")  # the missing events are lost, not late
             return 0
         return self._fill_gap()
 
@@ -312,7 +316,7 @@ class Connection:
             loop = asyncio.get_running_loop()
             self._gap_timer = loop.call_later(GAP_WAIT_SECONDS, self._gap_not_filled)
         elif verdict is Verdict.BEHIND:
-            self._start_reload("notice")
+            self.reload("notice")
         return 0
 
     def _fill_gap(self) -> int:
@@ -328,13 +332,7 @@ class Connection:
 
     def _gap_not_filled(self) -> None:
         if self._phase is Phase.WAITING:
-            self._start_reload("gap")
-
-    def _start_reload(self, reason: str) -> None:
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-        self._phase = Phase.LOADING
-        self._request_reload(self, reason)
+            self.reload("gap")
 
 
 class Hub:
@@ -363,7 +361,7 @@ class Hub:
         self._socket_count = 0
         self._all_detached = asyncio.Event()
         # One bound method for every connection, not one each (memory per idle socket).
-        self._request_reload: RequestReload = self._reload
+        self._reloader: Reloader = self._reload
 
     @property
     def socket_count(self) -> int:
@@ -432,7 +430,7 @@ class Hub:
             metrics.sockets_refused.labels("process_full").inc()
             socket.close_with(CLOSE_TRY_AGAIN_LATER)
             return None
-        connection = Connection(socket, user_id, self._limits, expires_at, self._request_reload)
+        connection = Connection(socket, user_id, self._limits, expires_at, self._reloader)
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}
@@ -459,7 +457,7 @@ class Hub:
         if subscription is not None:
             # Every socket of the user waits for the one subscription its first started.
             await asyncio.shield(subscription)
-        await self._load(connection)  # a first read that fails closes it with 1011
+        await self._read_state(connection)  # a first read that fails closes it with 1011
 
     def detach(self, connection: Connection) -> None:
         connection.release()
@@ -507,9 +505,10 @@ class Hub:
 
     def _reload(self, connection: Connection, reason: str) -> None:
         metrics.socket_reloads.labels(reason).inc()
-        self._spawn(self._load(connection))
+        self._spawn(self._read_state(connection))
 
-    async def _load(self, connection: Connection) -> None:
+    async def _read_state(self, connection: Connection) -> None:
+        """Read the socket's state (snapshot and count) and hand it over, or say it failed."""
         try:
             events = await self._snapshots.load_opening(connection.user_id)
         except Exception as error:

@@ -1,4 +1,7 @@
-"""The wire format: items, request bodies and event envelopes, nothing else."""
+"""The REST models: items, the producer call's body, counts and errors, with their limits.
+
+The socket's frames are built in ``protocol.py`` from the items' JSON payloads made here.
+"""
 
 from __future__ import annotations
 
