@@ -281,23 +281,31 @@ class Connection:
             self._gap_timer.cancel()
 
     def _enqueue(self, event: Event) -> int:
+        """Queue ``event`` behind what waits; while a version is awaited, see whether it came."""
         if len(self._queue) >= self._queue_size:
-            if self._phase is Phase.LIVE:  # the client does not read fast enough
-                metrics.send_queue_overflows.inc()
-                self.close(CLOSE_TRY_AGAIN_LATER)
-                return 0
-            # Waiting for a version or a state: a state read after now holds it all.
-            self._queue.clear()
-            if self._phase is Phase.LOADING:
-                self._reload_again = True
-            else:
-                self.reload("overflow")
+            self._overflow()
             return 0
         self._queue.append(event)
-        if self._phase is not Phase.WAITING:
-            return 0
+        if self._phase is Phase.WAITING:
+            return self._while_waiting(event)
+        return 0
+
+    def _overflow(self) -> None:
+        """The queue is full: a live socket's client does not read fast enough (1013; its
+        snapshot restores the state when it reconnects); one waiting for a version or its
+        state drops the queue, since a state read after now holds it all."""
+        if self._phase is Phase.LIVE:
+            metrics.send_queue_overflows.inc()
+            self.close(CLOSE_TRY_AGAIN_LATER)
+            return
+        self._queue.clear()
+        self.reload("overflow")
+
+    def _while_waiting(self, event: Event) -> int:
+        """A version is awaited and ``event`` queued: a notice past the tab means the
+        missing events are lost, not late; else the gap may be filled now."""
         if self._versions.announces_more(event):
-            self.reload("notice")  # the missing events are lost, not late
+            self.reload("notice")
             return 0
         return self._fill_gap()
 
