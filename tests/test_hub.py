@@ -19,7 +19,8 @@ import pytest
 
 from campana import hub as hub_module
 from campana.broker import InProcessBroker
-from campana.hub import Connection, Hub, Phase, SocketLimits
+from campana.connection import GAP_WAIT_SECONDS, Connection, Delivery, SocketLimits
+from campana.hub import Hub
 from campana.protocol import (
     Event,
     count_event,
@@ -172,7 +173,7 @@ async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
         *("snapshot", "unread_count.updated"),
         *("notification.created", "unread_count.updated"),
     ]
-    assert connection.phase is Phase.LIVE
+    assert connection.delivery is Delivery.LIVE
 
 
 async def test_an_event_sent_already_is_dropped_and_a_count_never_repeats(
@@ -197,7 +198,7 @@ async def test_two_instances_publishing_out_of_order_reach_the_tab_in_version_or
     connection, socket = await open_tab(hub)
     hub.deliver(created(2))  # overtook version 1
     assert socket.events == ["snapshot", "unread_count.updated"]
-    assert connection.phase is Phase.WAITING
+    assert connection.delivery is Delivery.WAITING
     hub.deliver(created(1))
     ids = [f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"]
     assert ids == ["item-1", "item-2"]
@@ -211,13 +212,13 @@ async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
     connection, socket = await open_tab(hub)
     state.committed["u"] = 2
     hub.deliver(created(2))  # version 1 was lost with its publish
-    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
     assert state.loads == 2
     # The snapshot holds version 2; its event follows all the same (a snapshot holds only
     # the newest items), its count does not.
     assert socket.events[2:] == ["snapshot", "unread_count.updated", "notification.created"]
     assert counts(socket) == [0, 2]
-    assert connection.phase is Phase.LIVE
+    assert connection.delivery is Delivery.LIVE
 
 
 async def test_a_notice_reloads_a_tab_behind_it_and_not_one_that_is_up_to_date(
@@ -266,7 +267,7 @@ async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep
     load = state.load_opening
     state.load_opening = unreachable  # type: ignore[method-assign]
     hub.deliver(created(2))
-    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
     assert socket.events[2:] == ["notification.created", "unread_count.updated"]
     assert connection.is_behind(2)  # it may lack version 1
 
@@ -366,7 +367,7 @@ async def test_a_burst_while_waiting_for_a_version_reloads_instead_of_closing(
     await settle()
     assert socket.closed_with is None
     assert counts(socket) == [0, 2 + LIMITS.send_queue_size]
-    assert connection.phase is Phase.LIVE
+    assert connection.delivery is Delivery.LIVE
 
 
 async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
@@ -378,7 +379,7 @@ async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
     for version in range(2, 27):  # version 1 was lost with its publish
         hub.deliver(created(version))
     state.committed["u"] = 26
-    await asyncio.sleep(hub_module.GAP_WAIT_SECONDS + 0.2)
+    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
     ids = {f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"}
     assert ids == {f"item-{version}" for version in range(2, 27)}
     assert counts(socket)[-1] == 26

@@ -27,8 +27,9 @@ from campana.api.operations import RequestMetrics
 from campana.auth import TokenVerifier
 from campana.broker import Broker, InProcessBroker, RedisBroker
 from campana.capacity import Capacity, ConnectionCaps
+from campana.connection import SocketLimits
 from campana.creates import Creator, purge_idempotency_keys
-from campana.hub import Hub, SocketLimits
+from campana.hub import Hub
 from campana.limits import ConnectionLimits
 from campana.publisher import Publisher
 from campana.settings import Settings, load_settings

@@ -35,8 +35,8 @@ from campana.api.handshake import (
     refused,
     switching_protocols,
 )
+from campana.connection import Connection
 from campana.errors import InvalidToken
-from campana.hub import Connection
 from campana.limits import DEFAULT_LIMITS
 from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -236,7 +236,7 @@ class SocketProtocol(asyncio.Protocol):
             self._transport.close()
             self._abort_within(min(self._close_timeout, self._stop_seconds))
 
-    # campana.hub.Socket
+    # campana.connection.Socket
 
     @property
     def writable(self) -> bool:
