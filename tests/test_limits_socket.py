@@ -65,6 +65,10 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
+def keepalives(raw: Raw) -> int:
+    return sum(b'"keepalive"' in payload for _, payload in raw.frames())
+
+
 def close_code(frames: list[tuple[int, bytes]]) -> int | None:
     return next((struct.unpack("!H", p[:2])[0] for op, p in frames if op == CLOSE), None)
 
@@ -417,17 +421,19 @@ async def test_a_lenient_upgrade_is_refused_with_400(
 async def test_frames_sent_in_the_handshakes_packet_are_read(
     api: Server, dial: Dial, user: str, split: int | None
 ) -> None:
-    """A ``ping`` sent right behind the upgrade, whole or cut in two, is answered."""
+    """Two ``ping`` frames sent right behind the upgrade, the second whole or cut in two,
+    are answered after the opening (two keepalives within seconds: a scheduled one comes
+    once a period)."""
     raw = await dial(api)
     ping = client_frame(TEXT, b"ping")
-    packet = upgrade(f"?token={api.token(user)}") + ping[:split]
+    packet = upgrade(f"?token={api.token(user)}") + ping + ping[:split]
     await raw.send(packet)
     if split is not None:
         await asyncio.sleep(0.2)
         await raw.send(ping[split:])
-    await raw.read_until(lambda _data: any(b"keepalive" in p for _, p in raw.frames()))
+    await raw.read_until(lambda _data: keepalives(raw) >= 2)
     events = [payload.split(b'"', 4)[3] for _, payload in raw.frames()]
-    assert events == [b"snapshot", b"unread_count.updated", b"keepalive"]
+    assert events == [b"snapshot", b"unread_count.updated", b"keepalive", b"keepalive"]
 
 
 # 6. Protocol
@@ -459,9 +465,9 @@ async def test_a_fragmented_utf8_text_is_accepted_and_ignored(
     await raw.send(
         client_frame(TEXT, b"caf\xc3", fin=False)
         + client_frame(CONT, b"\xa9")
-        + client_frame(TEXT, b"ping")
+        + client_frame(TEXT, b"ping") * 2
     )
-    await raw.read_until(lambda _data: any(b"keepalive" in p for _, p in raw.frames()))
+    await raw.read_until(lambda _data: keepalives(raw) >= 2)  # both pings answered
     assert close_code(raw.frames()) is None
 
 
