@@ -115,50 +115,25 @@ export class SharedSocket {
 
   /** Reconnect now, skipping the backoff; a follower asks the leader to. */
   retryNow(): void {
-    switch (this.activity) {
-      case 'closed':
-      case 'away':
-        return;
-      case 'released':
-        this.resume();
-        return;
-      case 'solo':
-        this.socket?.retryNow();
-        return;
-      case 'joined':
-        if (this.leading) this.socket?.retryNow();
-        else this.post({ type: 'retry' });
-        return;
-      default: {
-        const unreachable: never = this.activity;
-        return unreachable;
-      }
-    }
+    if (this.activity === 'released') this.resume();
+    else if (this.holdsSocket()) this.socket?.retryNow();
+    else if (this.activity === 'joined') this.post({ type: 'retry' });
   }
 
   /** Stop in `unauthorized` (REST saw a fresh token refused); a follower asks the leader to. */
   markUnauthorized(cause: unknown): void {
-    switch (this.activity) {
-      case 'closed':
-      case 'away':
-        return;
-      case 'solo':
-      case 'released':
-        this.socket?.markUnauthorized(cause);
-        return;
-      case 'joined':
-        if (this.leading) this.socket?.markUnauthorized(cause);
-        else this.post({ type: 'unauthorized', cause: describe(cause) });
-        return;
-      default: {
-        const unreachable: never = this.activity;
-        return unreachable;
-      }
-    }
+    if (this.holdsSocket()) this.socket?.markUnauthorized(cause);
+    else if (this.activity === 'joined')
+      this.post({ type: 'unauthorized', cause: describe(cause) });
   }
 
   private get leading(): boolean {
     return this.election?.leading ?? false;
+  }
+
+  /** The leader, or a tab of its own: the one with a `NotificationsSocket`. */
+  private holdsSocket(): boolean {
+    return this.activity === 'solo' || this.leading;
   }
 
   private join(): void {
