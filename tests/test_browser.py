@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 
-from .conftest import REQUIRE_SERVICES, Server, ServerPool
+from .support.servers import REQUIRE_SERVICES, Server, ServerPool
 
 CHROMIUM = os.environ.get("CAMPANA_TEST_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_INSTALLED = Path(CHROMIUM).exists()

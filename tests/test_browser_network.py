@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from .conftest import REQUIRE_SERVICES, Server, ServerPool, free_port
+from .support.servers import REQUIRE_SERVICES, Server, ServerPool, free_port
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_INSTALLED, open_feed
 
 pytestmark = pytest.mark.timeout(150)

@@ -11,20 +11,20 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import (
+from .support.servers import (
     Server,
     ServerPool,
-    _environment,
-    _start_process,
-    _wait_until_up,
     campana,
     database_url,
+    environment,
     free_port,
+    start_process,
+    wait_until_up,
 )
 
 
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
-    env = _environment({"data_dir": tmp_path, "keepalive_seconds": -1})
+    env = environment({"data_dir": tmp_path, "keepalive_seconds": -1})
     result = campana("serve", env=env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
@@ -32,15 +32,15 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) ->
 
 
 async def test_token_and_serve_share_a_generated_secret_kept_private(tmp_path: Path) -> None:
-    env = _environment({"data_dir": tmp_path})
+    env = environment({"data_dir": tmp_path})
     token = campana("token", "alice", env=env).stdout.strip()
 
     secret = tmp_path / "jwt-secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     port = free_port()
-    stop, _ = _start_process({"data_dir": tmp_path}, port, tmp_path / "serve.log")
+    stop, _ = start_process({"data_dir": tmp_path}, port, tmp_path / "serve.log")
     try:
-        await _wait_until_up(f"http://127.0.0.1:{port}")
+        await wait_until_up(f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             answer = await client.get(
                 "/api/v1/notifications/unread-count", headers={"Authorization": f"Bearer {token}"}
@@ -79,7 +79,7 @@ async def test_send_creates_through_the_running_server(servers: ServerPool, user
 
 
 def test_send_reports_a_server_that_is_not_running(tmp_path: Path) -> None:
-    env = _environment({"data_dir": tmp_path})
+    env = environment({"data_dir": tmp_path})
     result = campana(
         "send", "bob", "--message", "hi", "--url", f"http://127.0.0.1:{free_port()}", env=env
     )
@@ -99,13 +99,13 @@ async def test_serve_writes_nothing_where_it_runs_when_it_generates_nothing(
     with (tmp_path / "serve.log").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "campana.cli", "serve", "--port", str(port)],
-            env=_environment(options),
+            env=environment(options),
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
-        await _wait_until_up(f"http://127.0.0.1:{port}")
+        await wait_until_up(f"http://127.0.0.1:{port}")
     finally:
         process.terminate()
         process.wait(30)

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from .client import Tab
-from .conftest import Server, ServerPool
+from .support.servers import Server, ServerPool
+from .support.tabs import Tab
 
 NOTIFICATIONS = "/api/v1/notifications/"
 

@@ -27,9 +27,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from campana import store
 
-from .client import Tab
-from .conftest import POSTGRES_URL, STALENESS, RedisServer, Server, ServerPool
-from .proxy import TcpProxy
+from .support.proxy import TcpProxy
+from .support.redis_server import RedisServer
+from .support.report import STALENESS
+from .support.servers import POSTGRES_URL, Server, ServerPool
+from .support.tabs import Tab
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server, ServerPool
+from .support.servers import Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 WRITE_TIMEOUT = 2.0

@@ -20,7 +20,7 @@ from uvicorn.logging import AccessFormatter
 from campana.api.rest import MAX_SKIP
 from campana.logs import REDACTED, JsonFormatter, RedactTokens, log_config, redact
 
-from .conftest import ALLOWED_ORIGIN, Server, ServerPool
+from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 MAX_BODY = 2048

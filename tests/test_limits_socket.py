@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ALLOWED_ORIGIN, Server, ServerPool
+from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
 
 CLOSE_TIMEOUT = 2.0
 HEADER_TIMEOUT = 1.0

@@ -56,7 +56,7 @@ from campana.schemas import (
     UserId,
 )
 
-from .conftest import Server
+from .support.servers import Server
 
 # Generated calls per operation, valid and invalid each. With the coverage cases, about 500
 # calls for the whole document: 3 to 5 s on SQLite or PostgreSQL.

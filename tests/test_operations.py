@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .client import Tab
-from .conftest import Server, ServerPool, _environment, _wait_until_up, campana, free_port
+from .support.servers import Server, ServerPool, campana, environment, free_port, wait_until_up
+from .support.tabs import Tab
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,7 +88,7 @@ async def test_sockets_beyond_the_process_cap_are_closed_with_1013(
 
 
 def test_workers_without_redis_refuse_to_start(tmp_path: os.PathLike[str]) -> None:
-    result = campana("serve", "--workers", "2", env=_environment({"data_dir": tmp_path}))
+    result = campana("serve", "--workers", "2", env=environment({"data_dir": tmp_path}))
     assert result.returncode == 2
     assert "CAMPANA_REDIS_URL" in result.stderr
 
@@ -107,13 +107,13 @@ async def test_workers_on_one_port_all_reach_the_users_sockets(
     with (tmp_path / "serve.log").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "campana.cli", "serve", "--port", str(port), "--workers", "2"],
-            env=_environment(options),
+            env=environment(options),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         server = Server(template.settings, f"http://127.0.0.1:{port}", "postgresql", "process")
-        await _wait_until_up(server.base_url)
+        await wait_until_up(server.base_url)
         async with contextlib.AsyncExitStack() as stack:
             tabs = [await stack.enter_async_context(server.connect(user)) for _ in range(8)]
             await asyncio.gather(*(tab.start() for tab in tabs))

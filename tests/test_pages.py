@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import ALLOWED_ORIGIN, Server
+from .support.servers import ALLOWED_ORIGIN, Server
 
 NOTIFICATIONS = "/api/v1/notifications/"
 NEXT = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')

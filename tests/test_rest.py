@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from campana.api import rest
 
-from .conftest import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
+from .support.servers import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
 

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .client import Tab
-from .conftest import RedisServer, Server, ServerPool
+from .support.redis_server import RedisServer
+from .support.servers import Server, ServerPool
+from .support.tabs import Tab
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .conftest import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
+from .support.servers import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
 
 async def test_socket_opens_with_snapshot_newest_first_then_unread_count(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from campana import migrations, snapshots, store
 from campana.store import Badge, NewNotification
 
-from .conftest import DATABASES, database_url
+from .support.servers import DATABASES, database_url
 
 Query = Callable[[AsyncSession], Awaitable[Any]]
 # The index each query must use; SQLite names a text primary key's index itself.

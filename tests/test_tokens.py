@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from campana import create_app, migrations
 from campana.settings import InvalidSettings, Settings, load_settings
 
-from .conftest import JWT_SECRET, Server
+from .support.servers import JWT_SECRET, Server
 
 UNREAD = "/api/v1/notifications/unread-count"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"

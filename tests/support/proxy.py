@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .conftest import free_port
+from .servers import free_port
 
 CHUNK_BYTES = 65536
 

@@ -1,0 +1,1 @@
+"""What the tests share: servers, tabs, a Redis of their own, a TCP proxy, figures."""
