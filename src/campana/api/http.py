@@ -15,9 +15,9 @@ would hold a connection (and memory) for as long as the client likes.
   past it 408 and close, and the application sees the client as gone;
 * a write deadline (``CAMPANA_HTTP_WRITE_TIMEOUT_SECONDS``), as nginx's ``send_timeout``:
   an answer of which the client takes less than 16 KiB in that time is dropped with a
-  TCP reset, which frees what the process and the kernel hold for it. The process queues at most one
-  message of an answer beyond what the kernel takes; the kernel gives up on what it holds
-  after the same time (``TCP_USER_TIMEOUT``), closed or not.
+  TCP reset, which frees what the process and the kernel hold for it. The process
+  queues at most one message of an answer beyond what the kernel takes; the kernel
+  gives up on what it holds after the same time (``TCP_USER_TIMEOUT``), closed or not.
 
 It holds the process's connection cap (``campana.capacity``): a connection past it is
 answered 503 and closed before anything is read. A client gone before its answer, and a
@@ -34,16 +34,14 @@ HTTP/1.1 and drop the bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from campana import metrics
+from campana.api import tcp
 from campana.api.handshake import UpgradeRequest
 from campana.limits import DEFAULT_LIMITS
 
@@ -58,10 +56,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
-# Linux: the kernel drops a connection whose sent data goes unacknowledged this long,
-# zero-window probes included (so a peer that never reads), even after close.
-TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 RETRY_AFTER_SECONDS = 1
 # What a client must take of an answer in each write deadline (or the rest of it): slower
 # than 1.6 KB/s at the default 10 s, and it is dropped. Well under any real link, and a
@@ -115,7 +109,7 @@ class HttpProtocol(HttpToolsProtocol):
         # What the kernel does not take at once waits here, and the write deadline runs
         # while anything waits (a socket sets its own limits after the upgrade).
         transport.set_write_buffer_limits(high=0, low=0)
-        self._set_user_timeout(self._write_timeout)
+        tcp.set_user_timeout(transport, self._write_timeout)
         if self._capacity is not None:
             if not self._capacity.admit_connection():
                 metrics.connections_cut.labels("connections_full").inc()
@@ -286,21 +280,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         metrics.connections_cut.labels("write_timeout").inc()
         self._done = True
-        self._reset()
-
-    def _reset(self) -> None:
-        """Drop the connection with a TCP reset: what is queued for the peer is freed now."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
-        self.transport.abort()
-
-    def _set_user_timeout(self, seconds: float) -> None:
-        sock = self.transport.get_extra_info("socket")
-        if TCP_USER_TIMEOUT is not None and sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, int(seconds * 1000))
+        tcp.reset(self.transport)
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -363,7 +343,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._disarm_write()
         self.connections.discard(self)
         self._slot = False  # the socket holds the connection's slot from here on
-        self._set_user_timeout(0)  # a socket has its own deadlines (api/ws.py)
+        tcp.set_user_timeout(self.transport, 0)  # a socket has its own deadlines (api/ws.py)
         self.transport.set_write_buffer_limits()
         request = UpgradeRequest(
             method=self.scope["method"],

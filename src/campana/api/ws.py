@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import enum
 import logging
 import os
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -26,6 +23,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from campana import metrics
+from campana.api import tcp
 from campana.api.handshake import (
     FULL,
     NOT_FOUND,
@@ -55,7 +53,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a TCP reset
 READ_SLICE_BYTES = 4096
 FLOOD_ALLOWANCE_FRAMES = 1000
 
@@ -280,17 +277,12 @@ class SocketProtocol(asyncio.Protocol):
         self._abort_timer = asyncio.get_running_loop().call_later(delay, self._abort)
 
     def _abort(self, limit: str = "close_timeout") -> None:
-        """Drop the connection with a reset: what the kernel still holds for the peer is
-        freed now, not after its retransmissions give up, and the peer learns at once."""
+        """Drop the connection with a TCP reset (``tcp.reset``), counted under ``limit``."""
         transport = self._transport
         if transport is None or self._phase is Phase.GONE:
             return
         metrics.connections_cut.labels(limit).inc()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
-        transport.abort()
+        tcp.reset(transport)
 
     # WebSocket
 
