@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from campana import migrations
 
+from .support.browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_INSTALLED
 from .support.redis_server import RedisServer
 from .support.report import STALENESS
 from .support.servers import (
@@ -142,3 +143,20 @@ def rows(engines: dict[str, AsyncEngine]) -> Any:
             return [dict(row) for row in result.mappings()]
 
     return read
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Chromium (Playwright's ``Browser``), for the browser tests."""
+    if not CHROMIUM_INSTALLED:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Chromium is not installed at {CHROMIUM}")
+        pytest.skip("Chromium is not installed")
+    from playwright.async_api import async_playwright  # only the browser tests need it
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        await browser.close()

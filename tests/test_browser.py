@@ -5,31 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocket, expect
 
-from .support.servers import REQUIRE_SERVICES, Server, ServerPool
+from .support.servers import Server, ServerPool
 
-CHROMIUM = os.environ.get("CAMPANA_TEST_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
 # `make screenshot` sets this to refresh the README's picture; otherwise it goes to a temp dir.
 SCREENSHOT = os.environ.get("CAMPANA_TEST_SCREENSHOT")
-# Without these, Chromium reaches for Google's services, which this network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 # `npm install` in clients/typescript brings it (a devDependency); `make test` does that.
 AXE = Path(__file__).parents[1] / "clients/typescript/node_modules/axe-core/axe.min.js"
 # Where the focus is, as the test needs it: the element's test id, or its row's when in a row.
@@ -38,20 +24,6 @@ FOCUS_IN_LIST = "!!document.activeElement.closest('[data-testid=list]')"
 FOCUSED_TEST_ID = "document.activeElement.dataset.testid ?? null"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM_INSTALLED:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"Chromium is not installed at {CHROMIUM}")
-        pytest.skip("Chromium is not installed")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        await browser.close()
 
 
 async def open_centre(

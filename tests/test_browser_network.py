@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from .support.servers import REQUIRE_SERVICES, Server, ServerPool, free_port
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_INSTALLED, open_feed
+from .support.servers import Server, ServerPool, free_port
+from .test_browser import open_feed
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -87,20 +87,6 @@ class TokenEndpoint:
             return "503 Service Unavailable", "text/plain", b"try later"
         self.tokens_served += 1
         return "200 OK", "text/plain", self.server.token(self.user, ttl=self.ttl).encode()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM_INSTALLED:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"Chromium is not installed at {CHROMIUM}")
-        pytest.skip("Chromium is not installed")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        await browser.close()
 
 
 @contextlib.asynccontextmanager
