@@ -391,6 +391,42 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
         await proxy.close()
 
 
+async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_error(
+    servers: ServerPool, user: str
+) -> None:
+    """A restart or a proxy's idle timeout drops connections that wait in the pool; the
+    next calls get new ones (checked because they waited), not a 503."""
+    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    try:
+        [server] = await start_cluster(
+            servers,
+            [servers.redis_url],
+            database_url=proxy.url_for(POSTGRES_URL),
+            database_timeout_seconds=2.0,
+        )
+        # Several calls at once leave several connections in the pool.
+        await asyncio.gather(*(server.send(user, f"warm {i}") for i in range(4)))
+        proxy.cut()
+        proxy.restore()
+        await asyncio.sleep(store.IDLE_CHECK_SECONDS + 0.2)  # what makes a pooled one checked
+        answers = await asyncio.gather(
+            server.http.get("/api/v1/notifications/", headers=server.auth(user)),
+            server.http.get("/api/v1/notifications/unread-count", headers=server.auth(user)),
+            server.http.post(
+                "/api/v1/notifications/",
+                json={"user_id": user, "type": "GENERIC_INFO", "message": "after the drop"},
+                headers=server.producer,
+            ),
+        )
+        assert [answer.status_code for answer in answers] == [200, 200, 201], answers[-1].text
+        count = await server.http.get(
+            "/api/v1/notifications/unread-count", headers=server.auth(user)
+        )
+        assert count.json() == {"count": 5}
+    finally:
+        await proxy.close()
+
+
 def logs_of(*servers: Server) -> str:
     return "".join(server.log_path.read_text() for server in servers if server.log_path)
 
