@@ -20,7 +20,7 @@ import pytest
 from campana import hub as hub_module
 from campana.broker import InProcessBroker
 from campana.connection import GAP_WAIT_SECONDS, Connection, Delivery, SocketLimits
-from campana.hub import Hub
+from campana.hub import Hub, Refused
 from campana.protocol import (
     Event,
     count_event,
@@ -113,7 +113,7 @@ OPENED: dict[Hub, list[Connection]] = {}
 async def open_tab(hub: Hub, user_id: str = "u") -> tuple[Connection, RecordingSocket]:
     socket = RecordingSocket()
     connection = hub.attach(socket, user_id=user_id, expires_at=time.time() + 3600)
-    assert connection is not None
+    assert isinstance(connection, Connection)
     OPENED.setdefault(hub, []).append(connection)
     await hub.open(connection)
     return connection, socket
@@ -459,7 +459,7 @@ async def test_ping_is_answered_with_a_keepalive_behind_what_is_queued(hub: Hub)
 async def test_a_token_that_expires_closes_its_socket_with_4401(hub: Hub) -> None:
     socket = RecordingSocket()
     connection = hub.attach(socket, user_id="u", expires_at=time.time() + 0.1)
-    assert connection is not None
+    assert isinstance(connection, Connection)
     OPENED.setdefault(hub, []).append(connection)
     await hub.open(connection)
     assert socket.closes == []
@@ -481,13 +481,14 @@ async def test_the_newest_tab_wins_and_closing_tabs_count_until_they_are_gone(
     for connection, _ in tabs[2:]:
         connection.close(1000)
     refused = RecordingSocket()
-    assert hub.attach(refused, user_id="u", expires_at=time.time() + 3600) is None
-    assert refused.closes == [4429]
+    assert hub.attach(refused, user_id="u", expires_at=time.time() + 3600) == Refused(4429)
+    assert refused.closes == []  # the socket closes itself with the code
     assert hub.socket_count == LIMITS.per_user + 2
     for connection, _ in tabs:
         hub.detach(connection)  # their transports are gone
     assert hub.socket_count == 2
-    assert hub.attach(RecordingSocket(), user_id="u", expires_at=time.time() + 3600) is not None
+    attached = hub.attach(RecordingSocket(), user_id="u", expires_at=time.time() + 3600)
+    assert isinstance(attached, Connection)
 
 
 async def test_a_process_full_of_sockets_refuses_the_next_with_1013(state: UserState) -> None:
@@ -499,10 +500,10 @@ async def test_a_process_full_of_sockets_refuses_the_next_with_1013(state: UserS
         for n in range(3)
     ]
     refused = RecordingSocket()
-    assert hub.attach(refused, user_id="u9", expires_at=time.time() + 3600) is None
-    assert refused.closes == [1013]
+    assert hub.attach(refused, user_id="u9", expires_at=time.time() + 3600) == Refused(1013)
+    assert refused.closes == []
     for connection in attached:
-        assert connection is not None
+        assert isinstance(connection, Connection)
         hub.detach(connection)
     await hub.close(0.1)
 
@@ -510,9 +511,11 @@ async def test_a_process_full_of_sockets_refuses_the_next_with_1013(state: UserS
 async def test_closing_the_hub_sends_nothing_and_waits_for_the_sockets_to_go(
     hub: Hub,
 ) -> None:
-    """The server tells each socket 1012 (SocketProtocol.shutdown); the hub only waits."""
+    """The server tells each socket 1012 (SocketProtocol.shutdown), and each reports that
+    it is no longer open; the hub only waits for their transports to go."""
     connection, socket = await open_tab(hub)
     OPENED[hub].remove(connection)
+    connection.socket_closed()
     closing = asyncio.ensure_future(hub.close(5.0))
     await asyncio.sleep(0.1)
     assert not closing.done()

@@ -1,8 +1,16 @@
-"""One socket of a user, as the hub sees it: its queue, backpressure, timers and expiry.
+"""One socket of a user, as the hub sees it: its queue, backpressure, timers, expiry and
+the reads of its state.
 
-It acts on ``versions.TabVersions``' verdicts (what the tab may be sent next) and knows a
-socket only through :class:`Socket` (``api/ws.py`` provides it). ``hub.Hub`` makes one per
-accepted socket, fans events out to them, and reads their state when they ask.
+It acts on ``versions.TabVersions``' verdicts (what the tab may be sent next), reads its
+state from an ``OpeningSource`` and knows a socket only through :class:`Socket`
+(``api/ws.py`` provides it). ``hub.Hub`` makes one per accepted socket and fans events out
+to them.
+
+Calls go one way, down: hub → connection → socket, and connection → state source. The
+socket reports up twice, each once: ``Connection.socket_closed`` when it stops being open
+for a reason of its own (the peer's close, a protocol error, a stop), ``Hub.detach`` when
+its transport is gone. A close the connection starts (``Connection.close``) is not
+reported back to it.
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import logging
 import operator
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +37,8 @@ from campana.protocol import (
     to_wire,
 )
 from campana.versions import TabVersions, Verdict
+
+logger = logging.getLogger(__name__)
 
 KEEPALIVE_SLICES = 25
 # Two instances that change one user at once may publish in the opposite order of their
@@ -46,7 +57,16 @@ class Socket(Protocol):
     def write(self, wire: bytes) -> None: ...
 
     def close_with(self, code: int) -> None:
-        """Send a close frame with ``code`` and let the socket go."""
+        """Send a close frame with ``code`` and let the socket go; the connection that asks
+        has stopped already, so the socket does not report this close back."""
+
+
+class OpeningSource(Protocol):
+    """Where a socket's state comes from (``snapshots.SnapshotLoader``)."""
+
+    def load_opening(self, user_id: str) -> Awaitable[list[Event]]:
+        """``snapshot`` then ``unread_count.updated``, both at the version read, which is
+        at least the version of every change committed before the call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +91,6 @@ class Delivery(enum.Enum):
 
 _VERSION = operator.attrgetter("version")
 
-# Connection asks the hub to read its state again, saying why (a metrics label).
-Reloader = Callable[["Connection", str], None]
-
 
 class Connection:
     """One open socket of a user, as the hub sees it.
@@ -94,8 +111,9 @@ class Connection:
         "_gap_timer",
         "_queue",
         "_queue_size",
+        "_reading",
         "_reload_again",
-        "_reloader",
+        "_source",
         "_versions",
         "keepalive_slot",
         "socket",
@@ -108,11 +126,12 @@ class Connection:
         user_id: str,
         limits: SocketLimits,
         expires_at: float,
-        reloader: Reloader,
+        source: OpeningSource,
     ) -> None:
         self.socket = socket
         self.user_id = user_id
-        self._reloader = reloader
+        self._source = source
+        self._reading: asyncio.Task[None] | None = None  # a reload's read, while it runs
         self._queue: deque[Event] = deque()
         self._queue_size = limits.send_queue_size
         self._delivery = Delivery.LOADING
@@ -174,7 +193,21 @@ class Connection:
             sent += len(ready)
         return sent
 
-    def apply_snapshot(self, events: list[Event]) -> int:
+    async def load(self) -> None:
+        """Read the socket's state and send it, then what queued meanwhile: the first read
+        (``Hub.open``), or a reload's. A first read that fails closes the socket (1011)."""
+        try:
+            events = await self._source.load_opening(self.user_id)
+        except Exception as error:
+            logger.warning("reading a socket's state failed (%s)", type(error).__name__)
+            self._reload_failed()
+            return
+        finally:
+            if self._reading is asyncio.current_task():
+                self._reading = None  # a finished task is not kept per socket
+        self._apply_snapshot(events)
+
+    def _apply_snapshot(self, events: list[Event]) -> int:
         """Send a freshly read ``snapshot`` and count, then what queued while they loaded.
 
         A snapshot older than what the tab was already sent would un-read items and is
@@ -185,14 +218,14 @@ class Connection:
             return 0
         if self._reload_again:  # asked for again while loading: this one may be too old
             self._reload_again = False
-            self._reloader(self, "again")
+            self._start_reading("again")
             return 0
         self._queue.extendleft(reversed(events))
         self._versions.behind = False
         self._delivery = Delivery.LIVE
         return self.flush()
 
-    def reload_failed(self) -> None:
+    def _reload_failed(self) -> None:
         """The state could not be read: send what queued anyway, and let the sweep retry.
 
         A socket that never had its first snapshot is closed (1011) instead: its client
@@ -219,7 +252,11 @@ class Connection:
         if self._gap_timer is not None:
             self._gap_timer.cancel()
         self._delivery = Delivery.LOADING
-        self._reloader(self, reason)
+        self._start_reading(reason)
+
+    def _start_reading(self, reason: str) -> None:
+        metrics.socket_reloads.labels(reason).inc()
+        self._reading = asyncio.ensure_future(self.load())
 
     def is_behind(self, version: int) -> bool:
         """True if the tab lacks a change up to ``version`` and nothing is on its way to it
@@ -242,19 +279,28 @@ class Connection:
             self.push(KEEPALIVE_EVENT, KEEPALIVE_WIRE)
 
     def close(self, code: int) -> None:
-        """Drop what is queued, stop sending, and send the close frame."""
+        """Stop, then send the close frame (expiry, a reader too slow, a newer tab)."""
         if self._delivery is Delivery.CLOSED:
             return
-        self.release()
+        self._stop()
         self.socket.close_with(code)
 
-    def release(self) -> None:
-        """The socket is closing or gone: nothing more is sent (idempotent)."""
+    def socket_closed(self) -> None:
+        """The socket's report: it is no longer open (the peer closed it, it failed, the
+        server stops). Nothing more is sent."""
+        if self._delivery is not Delivery.CLOSED:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Drop what is queued, stop the timers and the read under way; the one release."""
         self._delivery = Delivery.CLOSED
         self._queue.clear()
         self._expiry.cancel()
         if self._gap_timer is not None:
             self._gap_timer.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
 
     def _enqueue(self, event: Event) -> int:
         """Queue ``event`` behind what waits; while a version is awaited, see whether it came."""

@@ -19,17 +19,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from campana import metrics
 from campana.broker import Broker
-from campana.connection import (
-    KEEPALIVE_SLICES,
-    Connection,
-    Reloader,
-    Socket,
-    SocketLimits,
-)
+from campana.connection import KEEPALIVE_SLICES, Connection, OpeningSource, Socket, SocketLimits
 from campana.protocol import (
     CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TRY_AGAIN_LATER,
@@ -46,15 +41,18 @@ logger = logging.getLogger(__name__)
 SWEEP_GRACE_SECONDS = 1.0
 
 
-class SnapshotSource(Protocol):
-    """Where a socket's state comes from (``snapshots.SnapshotLoader``)."""
-
-    def load_opening(self, user_id: str) -> Awaitable[list[Event]]:
-        """``snapshot`` then ``unread_count.updated``, both at the version read, which is
-        at least the version of every change committed before the call."""
+class SnapshotSource(OpeningSource, Protocol):
+    """A socket's state, and every user's version for the sweep (``snapshots.SnapshotLoader``)."""
 
     async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
         """Each user's current version, in one query."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """``Hub.attach``'s answer to a socket over a cap: the close code it is to send."""
+
+    code: int
 
 
 class Hub:
@@ -82,8 +80,6 @@ class Hub:
         self._loops: list[asyncio.Task[None]] = []
         self._socket_count = 0
         self._all_detached = asyncio.Event()
-        # One bound method for every connection, not one each (memory per idle socket).
-        self._reloader: Reloader = self._reload
 
     @property
     def socket_count(self) -> int:
@@ -100,16 +96,13 @@ class Hub:
         """Stop the loops, wait up to ``grace_seconds`` for the sockets to go, close the broker.
 
         The sockets are closed by their owner, the server (``SocketProtocol.shutdown`` sends
-        1012 to each when the stop begins); what is still attached here is only finishing
-        its close. Nothing more is sent to it.
+        1012 to each when the stop begins, and each reports it): what is still attached
+        here is only finishing its close, and is sent nothing more.
         """
         work = [*self._loops, *self._background]
         for task in work:
             task.cancel()
         await asyncio.gather(*work, return_exceptions=True)
-        for group in tuple(self._by_user.values()):
-            for connection in tuple(group):
-                connection.release()
         if self._socket_count:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_detached.wait(), grace_seconds)
@@ -142,17 +135,17 @@ class Hub:
             for connection in tuple(group):
                 connection.reload("broker")
 
-    def attach(self, socket: Socket, *, user_id: str, expires_at: float) -> Connection | None:
-        """Register an accepted socket and subscribe its user; ``None`` if over the cap.
+    def attach(self, socket: Socket, *, user_id: str, expires_at: float) -> Connection | Refused:
+        """Register an accepted socket and subscribe its user, or say which cap refuses it
+        (the socket closes itself with the code).
 
         Live events queue on the connection from here on; ``open`` sends the first frames
         in front of them.
         """
         if self._socket_count >= self._limits.per_process:
             metrics.sockets_refused.labels("process_full").inc()
-            socket.close_with(CLOSE_TRY_AGAIN_LATER)
-            return None
-        connection = Connection(socket, user_id, self._limits, expires_at, self._reloader)
+            return Refused(CLOSE_TRY_AGAIN_LATER)
+        connection = Connection(socket, user_id, self._limits, expires_at, self._snapshots)
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}
@@ -164,8 +157,7 @@ class Hub:
             metrics.sockets_refused.labels("user_full").inc()
             open_ones = [c for c in connections if not c.closing]
             if len(connections) - len(open_ones) >= self._limits.per_user or not open_ones:
-                socket.close_with(CLOSE_TOO_MANY_SOCKETS)
-                return None
+                return Refused(CLOSE_TOO_MANY_SOCKETS)
             open_ones[0].close(CLOSE_TOO_MANY_SOCKETS)
         connections[connection] = None
         self._socket_count += 1
@@ -179,10 +171,11 @@ class Hub:
         if subscription is not None:
             # Every socket of the user waits for the one subscription its first started.
             await asyncio.shield(subscription)
-        await self._read_state(connection)  # a first read that fails closes it with 1011
+        await connection.load()  # a first read that fails closes it with 1011
 
     def detach(self, connection: Connection) -> None:
-        connection.release()
+        """The socket's transport is gone: forget it (it stopped when it left the open
+        state) and unsubscribe its user after the user's last socket."""
         user_id = connection.user_id
         connections = self._by_user.get(user_id)
         if connections is None or connection not in connections:
@@ -224,20 +217,6 @@ class Hub:
         for connection in behind:
             connection.reload("sweep")
         return len(behind)
-
-    def _reload(self, connection: Connection, reason: str) -> None:
-        metrics.socket_reloads.labels(reason).inc()
-        self._spawn(self._read_state(connection))
-
-    async def _read_state(self, connection: Connection) -> None:
-        """Read the socket's state (snapshot and count) and hand it over, or say it failed."""
-        try:
-            events = await self._snapshots.load_opening(connection.user_id)
-        except Exception as error:
-            logger.warning("reading a socket's state failed (%s)", type(error).__name__)
-            connection.reload_failed()
-            return
-        connection.apply_snapshot(events)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

@@ -35,6 +35,7 @@ from campana.api.handshake import (
 )
 from campana.connection import Connection
 from campana.errors import InvalidToken
+from campana.hub import Refused
 from campana.limits import DEFAULT_LIMITS
 from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -98,8 +99,10 @@ class SocketProtocol(asyncio.Protocol):
     aborted if it has not ended ``close_timeout`` seconds later.
 
     It owns the transport and the WebSocket framing; the hub's ``Connection`` owns what is
-    sent and in which order. The connection is released (sends nothing more) the moment
-    the socket leaves ``Phase.OPEN``, whichever side closed.
+    sent and in which order. It reports up twice, each once: to the connection when it
+    leaves ``Phase.OPEN`` for a reason of its own (a close it starts or receives, a
+    protocol error, a vanished peer; a close the connection asked for is not reported
+    back), and to the hub when the transport is gone.
     """
 
     __slots__ = (
@@ -209,6 +212,8 @@ class SocketProtocol(asyncio.Protocol):
             self._connection.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._phase is Phase.OPEN and self._connection is not None:
+            self._connection.socket_closed()  # gone without a close
         self._phase = Phase.GONE
         self._server_state.connections.discard(self)
         self._no_longer_unauthenticated()
@@ -228,7 +233,7 @@ class SocketProtocol(asyncio.Protocol):
         hub, every socket has been told. The transport is aborted by the stop plan's
         socket deadline at the latest, so that peers that do not read are gone in time.
         """
-        self.close_with(CLOSE_SERVICE_RESTART)
+        self._close(CLOSE_SERVICE_RESTART)
         if self._transport is not None:
             self._transport.close()
             self._abort_within(min(self._close_timeout, self._stop_seconds))
@@ -245,21 +250,26 @@ class SocketProtocol(asyncio.Protocol):
             transport.write(wire)
 
     def close_with(self, code: int) -> None:
+        """The connection closes the socket: it has stopped already, nothing is reported."""
+        self._close(code, report=False)
+
+    def _close(self, code: int, *, report: bool = True) -> None:
         """Send the close frame, once, if the socket is open; nothing is sent after it."""
         if self._phase is not Phase.OPEN:
             return
         self._ws.send_close(code)
-        self._follow_protocol()
+        self._follow_protocol(report=report)
         self._write_pending()
         if self._unauthenticated and self._services is not None:
             self._services.capacity.closing_unauthenticated(self, self._make_room)
 
-    def _follow_protocol(self) -> None:
-        """Leave ``OPEN`` when the WebSocket protocol did (a close sent, received or failed)."""
+    def _follow_protocol(self, *, report: bool = True) -> None:
+        """Leave ``OPEN`` when the WebSocket protocol did (a close sent, received or failed),
+        and tell the connection, unless it is the one that closed."""
         if self._phase is Phase.OPEN and self._ws.state is not State.OPEN:
             self._phase = Phase.CLOSING
-            if self._connection is not None:
-                self._connection.release()
+            if report and self._connection is not None:
+                self._connection.socket_closed()
 
     def _abort_within(self, delay: float) -> None:
         """The deadline of a close: a peer that has not completed it by then is dropped.
@@ -338,23 +348,24 @@ class SocketProtocol(asyncio.Protocol):
         allowed = services.settings.allowed_origins
         # Browsers always send Origin; clients that are not browsers may omit it.
         if allowed and origin is not None and origin not in allowed:
-            self.close_with(CLOSE_ORIGIN_REFUSED)
+            self._close(CLOSE_ORIGIN_REFUSED)
             return
         try:
             principal = await services.verifier.verify(token)
         except InvalidToken:
-            self.close_with(CLOSE_TOKEN_REFUSED)
+            self._close(CLOSE_TOKEN_REFUSED)
             return
         except Exception:
             logger.exception("verifying a socket's token failed")
-            self.close_with(CLOSE_INTERNAL_ERROR)
+            self._close(CLOSE_INTERNAL_ERROR)
             return
         if self._phase is not Phase.OPEN:
             return
         connection = services.hub.attach(
             self, user_id=principal.user_id, expires_at=principal.expires_at
         )
-        if connection is None:
+        if isinstance(connection, Refused):
+            self._close(connection.code)
             return
         self._no_longer_unauthenticated()
         self._connection = connection
@@ -392,7 +403,7 @@ class SocketProtocol(asyncio.Protocol):
         allowance past which nothing more is read."""
         if not self._overflow:
             metrics.connections_cut.labels("frame_rate").inc()
-            self.close_with(CLOSE_POLICY_VIOLATION)
+            self._close(CLOSE_POLICY_VIOLATION)
         self._overflow += 1
         if self._overflow > FLOOD_ALLOWANCE_FRAMES and self._transport is not None:
             self._muted = True
