@@ -339,7 +339,7 @@ async def test_a_first_snapshot_that_cannot_be_read_closes_the_socket_with_1011(
     state.hold()
     socket = RecordingSocket()
     connection = hub.attach(socket, user_id="u", expires_at=time.time() + 3600)
-    assert connection is not None
+    assert isinstance(connection, Connection)
     OPENED.setdefault(hub, []).append(connection)
     opening = asyncio.ensure_future(hub.open(connection))
     await settle()
