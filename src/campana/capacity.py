@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from campana.settings import Settings
 
@@ -48,10 +48,17 @@ def raise_descriptor_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = MAX_RAISED_LIMIT if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
-        # Refused above the kernel's nr_open, say: the soft limit stays.
+        # ClosingSocket above the kernel's nr_open, say: the soft limit stays.
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return descriptor_limit()
+
+
+class ClosingSocket(Protocol):
+    """A socket not signed in whose close is under way (``api/ws.py``'s)."""
+
+    def make_room(self) -> None:
+        """Drop the connection now: a newcomer takes its place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +106,8 @@ class Capacity:
         self.connections = 0
         self.unauthenticated = 0
         # Sockets not signed in whose close is under way (token or Origin refused), oldest
-        # first, each with what drops it: they make room for a newcomer.
-        self._refused: dict[object, Callable[[], None]] = {}
+        # first: they make room for a newcomer.
+        self._refused: dict[ClosingSocket, None] = {}
 
     @property
     def ready(self) -> bool:
@@ -129,15 +136,16 @@ class Capacity:
             if not self._refused:
                 return False
             oldest = next(iter(self._refused))
-            self._refused.pop(oldest)()  # it gives its place up at once
+            del self._refused[oldest]
+            oldest.make_room()  # it gives its place up at once
             self.unauthenticated -= 1
         self.unauthenticated += 1
         return True
 
-    def closing_unauthenticated(self, socket: object, drop: Callable[[], None]) -> None:
-        """``socket``, not signed in, is closing: ``drop`` ends it if room is needed."""
-        self._refused[socket] = drop
+    def closing_unauthenticated(self, socket: ClosingSocket) -> None:
+        """``socket``, not signed in, is closing: it makes room if room is needed."""
+        self._refused[socket] = None
 
-    def release_unauthenticated(self, socket: object) -> None:
+    def release_unauthenticated(self, socket: ClosingSocket) -> None:
         self._refused.pop(socket, None)
         self.unauthenticated -= 1

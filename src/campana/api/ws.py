@@ -261,7 +261,7 @@ class SocketProtocol(asyncio.Protocol):
         self._follow_protocol(report=report)
         self._write_pending()
         if self._unauthenticated and self._services is not None:
-            self._services.capacity.closing_unauthenticated(self, self._make_room)
+            self._services.capacity.closing_unauthenticated(self)
 
     def _follow_protocol(self, *, report: bool = True) -> None:
         """Leave ``OPEN`` when the WebSocket protocol did (a close sent, received or failed),
@@ -379,8 +379,8 @@ class SocketProtocol(asyncio.Protocol):
             self._unauthenticated = False
             self._services.capacity.release_unauthenticated(self)
 
-    def _make_room(self) -> None:
-        """Dropped, not signed in and closing, so that a new socket may open."""
+    def make_room(self) -> None:
+        """``capacity.ClosingSocket``: not signed in and closing, dropped for a newcomer."""
         self._unauthenticated = False  # the capacity hands its place over itself
         self._abort("unauthenticated_full")
 
