@@ -121,9 +121,9 @@ async def shows_a_send_made_now(page: Page, server: Server, user: str, message: 
 
 
 async def test_twenty_seconds_offline_then_online_is_live_again_without_a_click(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
         connection = page.get_by_test_id("connection")
@@ -142,9 +142,9 @@ async def test_twenty_seconds_offline_then_online_is_live_again_without_a_click(
 
 
 async def test_a_token_endpoint_down_then_answering_503_around_expiries_recovers_by_itself(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     # 6 s tokens: each 10 s outage spans at least one expiry, which the server enforces (4401).
     async with token_endpoint(server, user, ttl=6) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
@@ -171,9 +171,9 @@ async def test_a_token_endpoint_down_then_answering_503_around_expiries_recovers
 
 
 async def test_a_token_endpoint_that_says_signed_out_is_signed_out_at_once_until_retried(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         endpoint.mode = "signed_out"
         context, page = await open_with_endpoint(browser, server, endpoint)
@@ -191,10 +191,10 @@ async def test_a_token_endpoint_that_says_signed_out_is_signed_out_at_once_until
 
 
 async def test_a_refused_origin_shows_its_own_state_and_one_console_line(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
     # The default test server allows http://app.example only: the demo's origin is refused.
-    server = await servers.get("sqlite", "process")
+    server = await server_pool.get("sqlite", "process")
     page = await browser.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
@@ -210,9 +210,9 @@ async def test_a_refused_origin_shows_its_own_state_and_one_console_line(
 
 
 async def test_ten_clicks_on_link_rows_store_ten_reads(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         links = [f"/campaigns/{n}" for n in range(5)] + [
             f"{endpoint.landing}?n={n}" for n in range(5)
@@ -240,9 +240,9 @@ async def test_ten_clicks_on_link_rows_store_ten_reads(
 
 
 async def test_across_five_token_expiries_the_page_never_leaves_live(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=20) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
         connection = page.get_by_test_id("connection")

@@ -34,9 +34,9 @@ LONG = 2000  # characters of each item's message and link: a page is about 420 K
 
 
 @pytest.fixture
-async def process(servers: ServerPool) -> Server:
+async def process(server_pool: ServerPool) -> Server:
     """A `campana serve` process of the embedded kind, with a short write deadline."""
-    return await servers.get(
+    return await server_pool.get(
         "sqlite",
         "process",
         name="hardening",
@@ -304,10 +304,10 @@ READY_BELOW = int(CONNECTION_CAP * 0.9)
 
 
 @pytest.fixture
-async def small_process(servers: ServerPool) -> Server:
+async def small_process(server_pool: ServerPool) -> Server:
     """A `campana serve` process with 256 file descriptors, that holds idle connections
     (30 s for a request's head) and refused sockets (10 s for their close) a long time."""
-    return await servers.start(
+    return await server_pool.start(
         "sqlite",
         "process",
         descriptor_limit=DESCRIPTOR_LIMIT,
@@ -433,8 +433,8 @@ async def test_clients_gone_mid_pipeline_log_no_traceback(process: Server) -> No
     assert len(new_lines) < 3 * len(clients)  # an access line each; a traceback is 80
 
 
-async def test_a_stop_with_answers_nobody_reads_logs_no_traceback(servers: ServerPool) -> None:
-    server = await servers.start(
+async def test_a_stop_with_answers_nobody_reads_logs_no_traceback(server_pool: ServerPool) -> None:
+    server = await server_pool.start(
         "sqlite", "process", http_write_timeout_seconds=30.0, shutdown_grace_seconds=3.0
     )
     user = await long_page_reader(server)
@@ -514,11 +514,11 @@ async def test_the_api_docs_load_nothing_from_another_host(process: Server, page
 
 
 async def test_a_forwarded_address_is_believed_only_from_a_configured_proxy(
-    servers: ServerPool,
+    server_pool: ServerPool,
 ) -> None:
     spoofed = {"X-Forwarded-For": "203.0.113.9"}
-    direct = await servers.get("sqlite", "process", name="hardening-direct")
-    behind = await servers.get("sqlite", "process", trusted_proxies="127.0.0.1")
+    direct = await server_pool.get("sqlite", "process", name="hardening-direct")
+    behind = await server_pool.get("sqlite", "process", trusted_proxies="127.0.0.1")
     for server in (direct, behind):
         assert (await server.http.get("/healthz", headers=spoofed)).status_code == 200
     await asyncio.sleep(0.2)

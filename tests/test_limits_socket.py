@@ -36,8 +36,8 @@ TCP_ESTABLISHED = 1
 
 
 @pytest.fixture
-async def limited(servers: ServerPool) -> Server:
-    return await servers.get("sqlite", "process", name="limits", **SHORT_DEADLINES)
+async def limited(server_pool: ServerPool) -> Server:
+    return await server_pool.get("sqlite", "process", name="limits", **SHORT_DEADLINES)
 
 
 def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
@@ -235,12 +235,12 @@ async def test_a_ping_flood_from_a_client_that_never_reads_is_dropped_and_holds_
 
 
 async def test_a_closing_socket_counts_against_its_users_cap_until_it_is_gone(
-    servers: ServerPool, dial: Dial, user: str
+    server_pool: ServerPool, dial: Dial, user: str
 ) -> None:
     """With a cap of 2, a new tab closes the oldest with 4429; tabs that never answer
     that close still count, so a user never holds more than 2 open and 2 closing, and
     the closing ones are gone by the close deadline."""
-    server = await servers.get(
+    server = await server_pool.get(
         "sqlite", "process", name="cap", max_sockets_per_user=2, **SHORT_DEADLINES
     )
     tabs = []
@@ -268,11 +268,11 @@ async def test_a_closing_socket_counts_against_its_users_cap_until_it_is_gone(
 
 
 async def test_a_socket_whose_keepalive_ping_goes_unanswered_is_dropped_by_the_deadline(
-    servers: ServerPool, dial: Dial, user: str
+    server_pool: ServerPool, dial: Dial, user: str
 ) -> None:
     """The protocol ping times out, the server fails the socket: its transport is gone
     within the close deadline even though the peer never reads a byte."""
-    server = await servers.get(
+    server = await server_pool.get(
         "sqlite",
         "process",
         name="pings",
@@ -345,10 +345,12 @@ async def test_an_idle_keep_alive_connection_is_closed(limited: Server, dial: Di
 
 @pytest.mark.parametrize("size", [20_000, 200_000, 8_000_000])
 @pytest.mark.parametrize("target", ["healthz", "socket"])
-async def test_an_oversized_head_gets_431(api: Server, dial: Dial, size: int, target: str) -> None:
+async def test_an_oversized_head_gets_431(
+    rest_server: Server, dial: Dial, size: int, target: str
+) -> None:
     """Over the 16 KiB default, on a plain request and on the socket's upgrade; the
     server answers while the head is still arriving, without reading all of it."""
-    raw = await dial(api)
+    raw = await dial(rest_server)
     if target == "socket":
         head = upgrade().removesuffix(b"\r\n")
     else:
@@ -409,9 +411,9 @@ async def test_a_body_that_does_not_arrive_gets_408(limited: Server, dial: Dial)
     ids=["http-1.0", "http-2.0", "no-host", "two-keys", "two-origins", "no-colon", "no-version"],
 )
 async def test_a_lenient_upgrade_is_refused_with_400(
-    api: Server, dial: Dial, request_bytes: bytes
+    rest_server: Server, dial: Dial, request_bytes: bytes
 ) -> None:
-    raw = await dial(api)
+    raw = await dial(rest_server)
     await raw.send(request_bytes)
     answer = await raw.read_until(lambda data: b"\r\n\r\n" in data)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
@@ -419,12 +421,12 @@ async def test_a_lenient_upgrade_is_refused_with_400(
 
 @pytest.mark.parametrize("split", [None, 3], ids=["whole", "split-frame"])
 async def test_frames_sent_in_the_handshakes_packet_are_read(
-    api: Server, servers: ServerPool, dial: Dial, user: str, split: int | None
+    rest_server: Server, server_pool: ServerPool, dial: Dial, user: str, split: int | None
 ) -> None:
     """A ``ping`` sent right behind the upgrade, whole or cut in two, is answered after the
     opening. On a server with an hour's keepalive period, so that the keepalive read can
     only be that answer."""
-    server = await servers.get(api.database, api.mode, keepalive_seconds=3600.0)
+    server = await server_pool.get(rest_server.database, rest_server.mode, keepalive_seconds=3600.0)
     raw = await dial(server)
     ping = client_frame(TEXT, b"ping")
     packet = upgrade(f"?token={server.token(user)}") + ping[:split]
@@ -449,20 +451,20 @@ async def test_frames_sent_in_the_handshakes_packet_are_read(
     ids=["one-frame", "fragmented"],
 )
 async def test_a_text_frame_that_is_not_utf8_is_closed_with_1007(
-    api: Server, dial: Dial, user: str, frames: list[bytes]
+    rest_server: Server, dial: Dial, user: str, frames: list[bytes]
 ) -> None:
-    raw = await dial(api)
-    assert close_code(await raw.open_socket(api.token(user))) is None
+    raw = await dial(rest_server)
+    assert close_code(await raw.open_socket(rest_server.token(user))) is None
     await raw.send(b"".join(frames))
     await raw.read_until(lambda _data: close_code(raw.frames()) is not None)
     assert close_code(raw.frames()) == 1007
 
 
 async def test_a_fragmented_utf8_text_is_accepted_and_ignored(
-    api: Server, dial: Dial, user: str
+    rest_server: Server, dial: Dial, user: str
 ) -> None:
-    raw = await dial(api)
-    assert close_code(await raw.open_socket(api.token(user))) is None
+    raw = await dial(rest_server)
+    assert close_code(await raw.open_socket(rest_server.token(user))) is None
     await raw.send(
         client_frame(TEXT, b"caf\xc3", fin=False)
         + client_frame(CONT, b"\xa9")
@@ -476,11 +478,11 @@ async def test_a_fragmented_utf8_text_is_accepted_and_ignored(
 
 
 async def test_a_stop_ends_within_its_grace_even_with_sockets_that_never_read(
-    servers: ServerPool, dial: Dial, user: str
+    server_pool: ServerPool, dial: Dial, user: str
 ) -> None:
     """Five tabs stop reading with megabytes on their way; SIGTERM with a 4 s grace
     ends the process within it (it took the server's grace, then the hub's again)."""
-    server = await servers.start("sqlite", "process", shutdown_grace_seconds=4.0)
+    server = await server_pool.start("sqlite", "process", shutdown_grace_seconds=4.0)
     for _ in range(5):
         raw = await dial(server, receive_buffer=4096)
         assert close_code(await raw.open_socket(server.token(user))) is None

@@ -40,7 +40,33 @@ REQUIRE_SERVICES = os.environ.get("CAMPANA_TEST_REQUIRE_SERVICES") == "1"
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 ALLOWED_ORIGIN = "http://app.example"
 DATABASES = ("sqlite", "postgresql")
-MODES = ("inprocess", "process")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a server is built on: a database, where it runs (``inprocess``: in the test
+    process; ``process``: a ``campana serve`` of its own) and its broker (``memory``: the
+    in-process one; ``redis``: the test Redis)."""
+
+    database: str
+    mode: str
+    broker: str = "memory"
+
+    @property
+    def id(self) -> str:
+        return f"{self.database}-{self.mode}-{self.broker}"
+
+
+# The five setups every socket test runs in (the ``socket_server`` fixture): each database
+# with the in-process broker, in the test process and as a process of its own, and the
+# setup that scales out, PostgreSQL with Redis between processes.
+SOCKET_SETUPS = (
+    Setup("sqlite", "inprocess"),
+    Setup("postgresql", "inprocess"),
+    Setup("sqlite", "process"),
+    Setup("postgresql", "process"),
+    Setup("postgresql", "process", "redis"),
+)
 
 
 def campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
