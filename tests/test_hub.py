@@ -8,13 +8,11 @@ down the order of frames a tab receives while it catches up, which timing there 
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import orjson
 import pytest
 
 from campana import hub as hub_module
@@ -30,6 +28,8 @@ from campana.protocol import (
     version_event,
 )
 
+from .support.frames import split_frames
+
 LIMITS = SocketLimits(send_queue_size=64, per_user=20, per_process=100)
 
 
@@ -42,14 +42,9 @@ class RecordingSocket:
         self.closes: list[int] = []  # every close frame asked for, in order
 
     def write(self, wire: bytes) -> None:
-        while wire:  # one write may carry several frames
-            length, start = wire[1] & 0x7F, 2
-            if length == 126:
-                (length,), start = struct.unpack("!H", wire[2:4]), 4
-            elif length == 127:
-                (length,), start = struct.unpack("!Q", wire[2:10]), 10
-            self.frames.append(orjson.loads(wire[start : start + length]))
-            wire = wire[start + length :]
+        frames, rest = split_frames(wire)  # one write may carry several frames
+        assert rest == b"", f"a write ending in a part of a frame: {wire!r}"
+        self.frames.extend(frame.json() for frame in frames)
 
     def close_with(self, code: int) -> None:
         self.closes.append(code)

@@ -9,10 +9,8 @@ connection is closed after 1 s.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .support.frames import CONTINUATION, PING, TEXT, Frame, client_frame, close_code, split_frames
 from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
 
 CLOSE_TIMEOUT = 2.0
@@ -31,7 +30,6 @@ SHORT_DEADLINES: dict[str, Any] = {
     "http_idle_timeout_seconds": 1.0,
 }
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-PING, TEXT, CONT, CLOSE = 0x9, 0x1, 0x0, 0x8
 TCP_ESTABLISHED = 1
 
 
@@ -40,37 +38,8 @@ async def limited(server_pool: ServerPool) -> Server:
     return await server_pool.get("sqlite", "process", name="limits", **SHORT_DEADLINES)
 
 
-def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    """A masked client frame (RFC 6455 §5.2), payloads up to 64 KiB."""
-    mask = os.urandom(4)
-    size = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    head += bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack("!H", size)
-    return head + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """The server's (unmasked) frames in ``data``, as (opcode, payload)."""
-    frames = []
-    while len(data) >= 2:
-        size, start = data[1] & 0x7F, 2
-        if size == 126:
-            size, start = struct.unpack("!H", data[2:4])[0], 4
-        elif size == 127:
-            size, start = struct.unpack("!Q", data[2:10])[0], 10
-        if len(data) < start + size:
-            break
-        frames.append((data[0] & 0x0F, data[start : start + size]))
-        data = data[start + size :]
-    return frames
-
-
 def keepalives(raw: Raw) -> int:
-    return sum(b'"keepalive"' in payload for _, payload in raw.frames())
-
-
-def close_code(frames: list[tuple[int, bytes]]) -> int | None:
-    return next((struct.unpack("!H", p[:2])[0] for op, p in frames if op == CLOSE), None)
+    return sum(b'"keepalive"' in frame.payload for frame in raw.frames())
 
 
 def upgrade(query: str = "", *, version: str = "HTTP/1.1", headers: str | None = None) -> bytes:
@@ -121,7 +90,7 @@ class Raw:
                 self.received += chunk
         return self.received
 
-    async def open_socket(self, token: str | None = None) -> list[tuple[int, bytes]]:
+    async def open_socket(self, token: str | None = None) -> list[Frame]:
         """Handshake, then read up to the first count (or a close): the opening frames."""
         await self.send(upgrade(f"?token={token}" if token else ""))
         await self.read_until(lambda data: b"\r\n\r\n" in data)
@@ -129,14 +98,18 @@ class Raw:
         assert head.startswith(b"HTTP/1.1 101 "), head
 
         def opened(data: bytes) -> bool:
-            frames = server_frames(data.partition(b"\r\n\r\n")[2])
-            return close_code(frames) is not None or any(b"unread_count" in p for _, p in frames)
+            frames, _ = split_frames(data.partition(b"\r\n\r\n")[2])
+            return close_code(frames) is not None or any(
+                b"unread_count" in frame.payload for frame in frames
+            )
 
         await self.read_until(opened)
         return self.frames()
 
-    def frames(self) -> list[tuple[int, bytes]]:
-        return server_frames(self.received.partition(b"\r\n\r\n")[2])
+    def frames(self) -> list[Frame]:
+        """The whole frames received after the handshake's answer."""
+        frames, _ = split_frames(self.received.partition(b"\r\n\r\n")[2])
+        return frames
 
     def is_open(self) -> bool:
         """The kernel's view: still ESTABLISHED, or closed or reset by the server."""
@@ -256,7 +229,7 @@ async def test_a_closing_socket_counts_against_its_users_cap_until_it_is_gone(
     refused = await dial(server)
     frames = await refused.open_socket(server.token(user))
     assert close_code(frames) == 4429
-    assert not any(b"snapshot" in payload for _, payload in frames)
+    assert not any(b"snapshot" in frame.payload for frame in frames)
     assert await hub_sockets(server) == 4
     await gone_within([tabs[0], tabs[1], refused], CLOSE_TIMEOUT + 2)
     assert await hub_sockets(server) == 2
@@ -435,8 +408,8 @@ async def test_frames_sent_in_the_handshakes_packet_are_read(
         await asyncio.sleep(0.2)
         await raw.send(ping[split:])
     await raw.read_until(lambda _data: keepalives(raw) >= 1)
-    events = [payload.split(b'"', 4)[3] for _, payload in raw.frames()]
-    assert events == [b"snapshot", b"unread_count.updated", b"keepalive"]
+    events = [frame.json()["event"] for frame in raw.frames()]
+    assert events == ["snapshot", "unread_count.updated", "keepalive"]
 
 
 # 6. Protocol
@@ -446,7 +419,7 @@ async def test_frames_sent_in_the_handshakes_packet_are_read(
     "frames",
     [
         [client_frame(TEXT, b"pi\xffng")],
-        [client_frame(TEXT, b"caf\xc3", fin=False), client_frame(CONT, b"\x28")],
+        [client_frame(TEXT, b"caf\xc3", fin=False), client_frame(CONTINUATION, b"\x28")],
     ],
     ids=["one-frame", "fragmented"],
 )
@@ -467,7 +440,7 @@ async def test_a_fragmented_utf8_text_is_accepted_and_ignored(
     assert close_code(await raw.open_socket(rest_server.token(user))) is None
     await raw.send(
         client_frame(TEXT, b"caf\xc3", fin=False)
-        + client_frame(CONT, b"\xa9")
+        + client_frame(CONTINUATION, b"\xa9")
         + client_frame(TEXT, b"ping") * 2
     )
     await raw.read_until(lambda _data: keepalives(raw) >= 2)  # both pings answered

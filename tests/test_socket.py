@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
+from .support.frames import read_frame
 from .support.servers import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
 
@@ -334,10 +335,14 @@ async def test_the_opening_handshake_is_checked(
     reader, writer = await asyncio.open_connection(host, int(port))
     request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     writer.write((request + "\r\n").encode())
-    answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
-    writer.close()
-    assert answer.startswith(f"HTTP/1.1 {status} "), answer
-    if status == 101:
-        assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer  # RFC's example
-    if status == 426:
-        assert "Sec-WebSocket-Version: 13\r\n" in answer
+    try:
+        answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        assert answer.startswith(f"HTTP/1.1 {status} "), answer
+        if status == 101:
+            assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer  # RFC's
+            # The upgrade carries no token: the first frame is the close that refuses it.
+            assert (await asyncio.wait_for(read_frame(reader), 10)).close_code == 4401
+        if status == 426:
+            assert "Sec-WebSocket-Version: 13\r\n" in answer
+    finally:
+        writer.close()
