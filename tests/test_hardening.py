@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from .support.handshakes import upgrade_head
 from .support.servers import Server, ServerPool
 
 NOTIFICATIONS = "/api/v1/notifications/"
@@ -317,15 +318,7 @@ async def small_process(server_pool: ServerPool) -> Server:
 
 
 def upgrade(token: str) -> bytes:
-    return get(
-        f"{NOTIFICATIONS}ws?token={token}",
-        {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        },
-    )
+    return upgrade_head(query=f"?token={token}").encode()
 
 
 async def first_line(server: Server, request: bytes) -> tuple[bytes, asyncio.StreamWriter]:

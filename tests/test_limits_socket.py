@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from .support.frames import CONTINUATION, PING, TEXT, Frame, client_frame, close_code, split_frames
-from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
+from .support.handshakes import BadUpgrade, as_params, bad_upgrades, upgrade_head
+from .support.servers import Server, ServerPool
 
 CLOSE_TIMEOUT = 2.0
 HEADER_TIMEOUT = 1.0
@@ -29,7 +30,6 @@ SHORT_DEADLINES: dict[str, Any] = {
     "http_body_timeout_seconds": 1.0,
     "http_idle_timeout_seconds": 1.0,
 }
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 TCP_ESTABLISHED = 1
 
 
@@ -42,13 +42,8 @@ def keepalives(raw: Raw) -> int:
     return sum(b'"keepalive"' in frame.payload for frame in raw.frames())
 
 
-def upgrade(query: str = "", *, version: str = "HTTP/1.1", headers: str | None = None) -> bytes:
-    if headers is None:
-        headers = (
-            f"Host: campana\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-        )
-    return f"GET /api/v1/notifications/ws{query} {version}\r\n{headers}\r\n".encode()
+def upgrade(query: str = "") -> bytes:
+    return upgrade_head(query=query).encode()
 
 
 class Raw:
@@ -325,10 +320,9 @@ async def test_an_oversized_head_gets_431(
     server answers while the head is still arriving, without reading all of it."""
     raw = await dial(rest_server)
     if target == "socket":
-        head = upgrade().removesuffix(b"\r\n")
+        head = upgrade_head(extra=("X-Big: " + "a" * size,)).encode()
     else:
-        head = b"GET /healthz HTTP/1.1\r\nHost: campana\r\n"
-    head += b"X-Big: " + b"a" * size + b"\r\n\r\n"
+        head = b"GET /healthz HTTP/1.1\r\nHost: campana\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
     started = time.monotonic()
     sending = asyncio.ensure_future(raw.send(head))
     answer = await raw.read_until(lambda data: b"\r\n\r\n" in data)
@@ -354,40 +348,17 @@ async def test_a_body_that_does_not_arrive_gets_408(limited: Server, dial: Dial)
 # 5. Handshake
 
 
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        upgrade(version="HTTP/1.0"),
-        upgrade(version="HTTP/2.0"),
-        upgrade(
-            headers="Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-        ),
-        upgrade(
-            headers="Host: campana\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Key: {KEY}\r\n"
-            "Sec-WebSocket-Version: 13\r\n"
-        ),
-        upgrade(
-            headers="Host: campana\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://evil.example\r\nOrigin: {ALLOWED_ORIGIN}\r\n"
-        ),
-        upgrade(
-            headers="Host: campana\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nno colon here\r\n"
-        ),
-        b"GET /api/v1/notifications/ws\r\nHost: campana\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY.encode() + b"\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n",
-    ],
-    ids=["http-1.0", "http-2.0", "no-host", "two-keys", "two-origins", "no-colon", "no-version"],
-)
+# What a lenient parser lets through (one name in the head read twice, or a head that is
+# not quite HTTP/1.1): a strict server refuses each with 400.
+LENIENT = ("http-1.0", "http-2.0", "no-host", "two-keys", "two-origins", "no-colon", "no-version")
+
+
+@pytest.mark.parametrize("case", as_params(bad_upgrades(*LENIENT)))
 async def test_a_lenient_upgrade_is_refused_with_400(
-    rest_server: Server, dial: Dial, request_bytes: bytes
+    rest_server: Server, dial: Dial, case: BadUpgrade
 ) -> None:
     raw = await dial(rest_server)
-    await raw.send(request_bytes)
+    await raw.send(case.head.encode())
     answer = await raw.read_until(lambda data: b"\r\n\r\n" in data)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
 

@@ -14,6 +14,7 @@ import jwt
 import pytest
 
 from .support.frames import read_frame
+from .support.handshakes import ACCEPT, UpgradeHead, bad_upgrades, upgrade_head
 from .support.servers import ALLOWED_ORIGIN, JWT_SECRET, Server, ServerPool
 
 
@@ -307,39 +308,28 @@ async def test_a_stale_count_never_follows_a_fresher_one(socket_server: Server, 
         assert counts[-1] == 65 and counts[-2:-1] in ([], [64])
 
 
-UPGRADE = {
-    "Host": "campana",
-    "Upgrade": "websocket",
-    "Connection": "keep-alive, Upgrade",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version": "13",
-}
-
-
 @pytest.mark.parametrize(
-    ("path", "changes", "status"),
+    ("head", "status"),
     [
-        ("/api/v1/notifications/ws", {}, 101),
-        ("/api/v1/notifications/elsewhere", {}, 404),
-        ("/api/v1/notifications/ws", {"Sec-WebSocket-Key": None}, 400),
-        ("/api/v1/notifications/ws", {"Sec-WebSocket-Key": "c2hvcnQ="}, 400),
-        ("/api/v1/notifications/ws", {"Sec-WebSocket-Version": "8"}, 426),
+        pytest.param(upgrade_head(), 101, id="good"),
+        *(
+            pytest.param(case.head, case.status, id=case.name)
+            for case in bad_upgrades("other-path", "no-key", "short-key", "version-8")
+        ),
     ],
 )
 async def test_the_opening_handshake_is_checked(
-    rest_server: Server, path: str, changes: dict[str, str | None], status: int
+    rest_server: Server, head: UpgradeHead, status: int
 ) -> None:
     """RFC 6455 §4.2: a bad upgrade gets a plain HTTP error; a good one the RFC's accept key."""
-    headers = {k: v for k, v in {**UPGRADE, **changes}.items() if v is not None}
     host, port = rest_server.base_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    writer.write((request + "\r\n").encode())
+    writer.write(head.encode())
     try:
         answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
         assert answer.startswith(f"HTTP/1.1 {status} "), answer
         if status == 101:
-            assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer  # RFC's
+            assert f"Sec-WebSocket-Accept: {ACCEPT}\r\n" in answer
             # The upgrade carries no token: the first frame is the close that refuses it.
             assert (await asyncio.wait_for(read_frame(reader), 10)).close_code == 4401
         if status == 426:
