@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from .support.servers import Server, ServerPool, free_port
+from .support.waits import until
 from .test_browser import open_feed
 
 pytestmark = pytest.mark.timeout(150)
@@ -26,6 +27,17 @@ new MutationObserver(() => {
   const text = document.querySelector('[data-testid=connection]')?.textContent;
   if (text && text !== window.connectionTexts.at(-1)) window.connectionTexts.push(text);
 }).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+# How many WebSockets the page opened, counted as it opens them.
+COUNT_SOCKETS = """
+window.socketsOpened = 0;
+window.WebSocket = class extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    window.socketsOpened += 1;
+  }
+};
 """
 
 
@@ -198,13 +210,19 @@ async def test_a_refused_origin_shows_its_own_state_and_one_console_line(
     page = await browser.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
+    await page.add_init_script(COUNT_SOCKETS)
+    await page.clock.install()
     await page.goto(f"{server.base_url}/?token={server.token(user)}")
     await expect(page.get_by_test_id("connection")).to_have_text("Origin not allowed")
     await expect(page.get_by_test_id("forbidden")).to_contain_text("CAMPANA_ALLOWED_ORIGINS")
-    await asyncio.sleep(3)  # nothing reconnects, nothing more is said
+    await until(lambda: any("CAMPANA_ALLOWED_ORIGINS" in line for line in console), within=5)
+    # Nothing reconnects: with the page's clock run past the longest backoff (30 s), every
+    # retry it had scheduled would have opened its socket by now; none did.
+    await page.clock.run_for(60_000)
+    assert await page.evaluate("window.socketsOpened") == 1
     await expect(page.get_by_test_id("connection")).to_have_text("Origin not allowed")
     named = [line for line in console if "CAMPANA_ALLOWED_ORIGINS" in line]
-    assert len(named) == 1, console
+    assert len(named) == 1, console  # nothing more is said (a second line needs a socket)
     assert server.base_url in named[0]
     await page.close()
 
