@@ -391,7 +391,7 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
 
 
 def logs_of(*servers: Server) -> str:
-    return "".join(server.log_path.read_text() for server in servers if server.log_path)
+    return "".join(server.log() for server in servers)
 
 
 @pytest.mark.parametrize(

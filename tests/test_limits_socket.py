@@ -376,7 +376,7 @@ async def test_frames_sent_in_the_handshakes_packet_are_read(
     packet = upgrade(f"?token={server.token(user)}") + ping[:split]
     await raw.send(packet)
     if split is not None:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # timed on purpose: the rest comes in a packet of its own
         await raw.send(ping[split:])
     await raw.read_until(lambda _data: keepalives(raw) >= 1)
     events = [frame.json()["event"] for frame in raw.frames()]

@@ -180,7 +180,7 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(tmp_path: Path
         token = jwt.encode(claims(exp=int(time.time()) + 2), SECRET)
         for _ in range(3):
             assert (await c.get(UNREAD, headers=bearer(token))).status_code == 200
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # timed on purpose: the token's lifetime is what must pass
         await assert_refused(c, token)
 
 

@@ -31,6 +31,7 @@ from campana.cli import listening_socket, server_options
 from campana.settings import Settings
 
 from .tabs import Tab
+from .waits import until
 
 POSTGRES_URL = os.environ.get(
     "CAMPANA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -153,6 +154,17 @@ class Server:
         assert answer.status_code == 200, answer.text
         count: int = answer.json()["count"]
         return count
+
+    def log(self) -> str:
+        """What a ``campana serve`` process has written to its log so far."""
+        assert self.log_path is not None, "an in-process server logs into the test's output"
+        return self.log_path.read_text(errors="replace")
+
+    async def logged(self, text: str, *, since: int = 0) -> str:
+        """The log from character ``since`` on, once that part holds ``text``. The process
+        writes in its own time: a line that follows what a test looks for is its marker."""
+        await until(lambda: text in self.log()[since:], within=10, what=f"{text!r} logged")
+        return self.log()[since:]
 
     def connect(self, user_id: str, **options: Any) -> Tab:
         token = options.pop("token", None) or self.token(user_id)
