@@ -32,6 +32,7 @@ from .support.redis_server import RedisServer
 from .support.report import STALENESS
 from .support.servers import POSTGRES_URL, Server, ServerPool
 from .support.tabs import Tab
+from .support.waits import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,13 +95,6 @@ async def converge(
     return elapsed
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 class Traffic:
     """Creates and reads of one user through several instances, until stopped."""
 
@@ -152,7 +146,7 @@ async def test_creates_after_an_idle_redis_restart_reach_every_tab_at_once(
         spare_redis.shutdown_nosave()
         spare_redis.start()
         # Both subscribers are back once they have resent the state to their tabs.
-        await until(lambda: all(tab.view.snapshots >= 2 for tab in tabs), 15)
+        await until(lambda: all(tab.view.snapshots >= 2 for tab in tabs), within=15)
 
         since = time.monotonic()
         await first.send(user, "after, through the first")
@@ -272,7 +266,7 @@ async def test_a_tab_opened_while_its_instance_connects_to_redis_gets_live_event
         async with open_tabs(user, server) as tabs:
             proxy.restore()
             # The instance reaches Redis and resends the state to its tab.
-            await until(lambda: tabs[0].view.snapshots >= 2, 10)
+            await until(lambda: tabs[0].view.snapshots >= 2, within=10)
             since = time.monotonic()
             await server.send(user, "after the instance reached Redis")
             await converge(

@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from campana.api.rest import MAX_SKIP
 from campana.logs import REDACTED, JsonFormatter, RedactTokens, log_config, redact
 
 from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
+from .support.waits import until
 
 NOTIFICATIONS = "/api/v1/notifications/"
 MAX_BODY = 2048
@@ -199,13 +199,6 @@ async def test_bodies_within_the_limit_are_created_declared_or_chunked(
     assert len(await rows(server, user)) == 2
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 def answered(status: int) -> float:
     value = prometheus_client.REGISTRY.get_sample_value(
         "campana_request_duration_seconds_count",
@@ -247,7 +240,7 @@ async def test_a_client_gone_in_the_middle_of_its_body_is_no_server_error(
         await writer.drain()
         writer.close()
         await writer.wait_closed()
-        await until(lambda: (answered(400), answered(500)) != before)
+        await until(lambda: (answered(400), answered(500)) != before, within=10)
     assert (answered(400), answered(500)) == (before[0] + 1, before[1])
     assert [record.getMessage() for record in errors] == []
     assert await rows(rest_server, user) == []
