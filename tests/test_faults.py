@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from campana import store
@@ -333,7 +334,8 @@ async def test_tabs_on_the_surviving_instance_converge_after_the_other_is_killed
 async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_after(
     server_pool: ServerPool, user: str, fault: str
 ) -> None:
-    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    postgres = make_url(POSTGRES_URL)
+    proxy = await TcpProxy(postgres.host or "127.0.0.1", postgres.port or 5432).start()
     try:
         [server] = await start_cluster(
             server_pool,
