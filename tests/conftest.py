@@ -25,6 +25,7 @@ from .support.redis_server import RedisServer
 from .support.report import STALENESS
 from .support.servers import (
     DATABASES,
+    HOUR_KEEPALIVE_SECONDS,
     POSTGRES_URL,
     REDIS_URL,
     REQUIRE_SERVICES,
@@ -92,7 +93,18 @@ async def socket_server(request: pytest.FixtureRequest, server_pool: ServerPool)
     (``[sqlite-inprocess-memory]`` ... ``[postgresql-process-redis]``): for socket
     behaviour, which must hold whatever the database, the process and the broker."""
     setup: Setup = request.param
-    return await server_pool.get(setup.database, setup.mode, broker=setup.broker)
+    return await server_pool.in_setup(setup)
+
+
+@pytest.fixture(params=SOCKET_SETUPS, ids=lambda setup: setup.id)
+async def hour_keepalive_socket_server(
+    request: pytest.FixtureRequest, server_pool: ServerPool
+) -> Server:
+    """As ``socket_server`` (a test using it runs five times, once in each setup), with a
+    keepalive sent once an hour: within a test, every keepalive a tab gets is the answer
+    to its ``ping``."""
+    setup: Setup = request.param
+    return await server_pool.in_setup(setup, keepalive_seconds=HOUR_KEEPALIVE_SECONDS)
 
 
 @pytest.fixture

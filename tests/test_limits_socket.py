@@ -20,7 +20,7 @@ import pytest
 
 from .support.frames import CONTINUATION, PING, TEXT, Frame, client_frame, close_code, split_frames
 from .support.handshakes import BadUpgrade, as_params, bad_upgrades, upgrade_head
-from .support.servers import Server, ServerPool
+from .support.servers import HOUR_KEEPALIVE_SECONDS, Server, ServerPool
 
 CLOSE_TIMEOUT = 2.0
 HEADER_TIMEOUT = 1.0
@@ -370,7 +370,9 @@ async def test_frames_sent_in_the_handshakes_packet_are_read(
     """A ``ping`` sent right behind the upgrade, whole or cut in two, is answered after the
     opening. On a server with an hour's keepalive period, so that the keepalive read can
     only be that answer."""
-    server = await server_pool.get(rest_server.database, rest_server.mode, keepalive_seconds=3600.0)
+    server = await server_pool.get(
+        rest_server.database, rest_server.mode, keepalive_seconds=HOUR_KEEPALIVE_SECONDS
+    )
     raw = await dial(server)
     ping = client_frame(TEXT, b"ping")
     packet = upgrade(f"?token={server.token(user)}") + ping[:split]
@@ -405,10 +407,14 @@ async def test_a_text_frame_that_is_not_utf8_is_closed_with_1007(
 
 
 async def test_a_fragmented_utf8_text_is_accepted_and_ignored(
-    rest_server: Server, dial: Dial, user: str
+    rest_server: Server, server_pool: ServerPool, dial: Dial, user: str
 ) -> None:
-    raw = await dial(rest_server)
-    assert close_code(await raw.open_socket(rest_server.token(user))) is None
+    """On a server with an hour's keepalive period: each keepalive read answers a ping."""
+    server = await server_pool.get(
+        rest_server.database, rest_server.mode, keepalive_seconds=HOUR_KEEPALIVE_SECONDS
+    )
+    raw = await dial(server)
+    assert close_code(await raw.open_socket(server.token(user))) is None
     await raw.send(
         client_frame(TEXT, b"caf\xc3", fin=False)
         + client_frame(CONTINUATION, b"\xa9")

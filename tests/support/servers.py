@@ -41,6 +41,9 @@ REQUIRE_SERVICES = os.environ.get("CAMPANA_TEST_REQUIRE_SERVICES") == "1"
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 ALLOWED_ORIGIN = "http://app.example"
 DATABASES = ("sqlite", "postgresql")
+# The test servers send a keepalive every 30 s; one whose period is an hour sends none
+# during a test, so that any keepalive a tab gets there answers its ping.
+HOUR_KEEPALIVE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,10 @@ class ServerPool:
         if key not in self._servers:
             self._servers[key] = await self.start(database, mode, **overrides)
         return self._servers[key]
+
+    async def in_setup(self, setup: Setup, **overrides: Any) -> Server:
+        """``get`` for a server built as ``setup`` says."""
+        return await self.get(setup.database, setup.mode, broker=setup.broker, **overrides)
 
     async def start(
         self, database: str, mode: str, *, descriptor_limit: int | None = None, **overrides: Any
