@@ -25,12 +25,14 @@ from .support.redis_server import RedisServer
 from .support.report import STALENESS
 from .support.servers import (
     DATABASES,
-    MODES,
+    HOUR_KEEPALIVE_SECONDS,
     POSTGRES_URL,
     REDIS_URL,
     REQUIRE_SERVICES,
+    SOCKET_SETUPS,
     Server,
     ServerPool,
+    Setup,
     reset_postgres,
 )
 
@@ -69,30 +71,40 @@ def database_urls(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-async def servers(database_urls: dict[str, str], data_dir: Path) -> AsyncIterator[ServerPool]:
+async def server_pool(database_urls: dict[str, str], data_dir: Path) -> AsyncIterator[ServerPool]:
+    """Every server of the session: each distinct one starts on first use, and all stop at
+    the end. A test that needs settings of its own asks it for a server."""
     pool = ServerPool(database_urls, data_dir)
     yield pool
     await pool.close()
 
 
 @pytest.fixture(params=DATABASES)
-async def api(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
-    """An in-process server on each database: for REST behaviour."""
-    return await servers.get(request.param, "inprocess")
+async def rest_server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Server:
+    """An in-process server on each database, so a test using it runs twice (``[sqlite]``,
+    ``[postgresql]``): for REST behaviour, and for what one server per database shows of
+    the socket (its handshake and frame parsing)."""
+    return await server_pool.get(request.param, "inprocess")
 
 
-SOCKET_SETUPS = [(db, mode, "memory") for mode in MODES for db in DATABASES]
-SOCKET_SETUPS.append(("postgresql", "process", "redis"))
+@pytest.fixture(params=SOCKET_SETUPS, ids=lambda setup: setup.id)
+async def socket_server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Server:
+    """A server in each of the five ``SOCKET_SETUPS``, so a test using it runs five times
+    (``[sqlite-inprocess-memory]`` ... ``[postgresql-process-redis]``): for socket
+    behaviour, which must hold whatever the database, the process and the broker."""
+    setup: Setup = request.param
+    return await server_pool.in_setup(setup)
 
 
-@pytest.fixture(params=SOCKET_SETUPS, ids="-".join)
-async def server(request: pytest.FixtureRequest, servers: ServerPool) -> Server:
-    """Each database, in-process and as a separate ``campana serve``, and PostgreSQL with
-    the Redis broker: for socket behaviour."""
-    database, mode, broker = request.param
-    if broker == "redis":
-        return await servers.get(database, mode, broker="redis")
-    return await servers.get(database, mode)
+@pytest.fixture(params=SOCKET_SETUPS, ids=lambda setup: setup.id)
+async def hour_keepalive_socket_server(
+    request: pytest.FixtureRequest, server_pool: ServerPool
+) -> Server:
+    """As ``socket_server`` (a test using it runs five times, once in each setup), with a
+    keepalive sent once an hour: within a test, every keepalive a tab gets is the answer
+    to its ``ping``."""
+    setup: Setup = request.param
+    return await server_pool.in_setup(setup, keepalive_seconds=HOUR_KEEPALIVE_SECONDS)
 
 
 @pytest.fixture

@@ -81,9 +81,9 @@ async def serious_axe_violations(page: Page) -> list[dict[str, object]]:
 
 
 async def test_badge_and_list_update_live_and_two_tabs_stay_in_sync(
-    servers: ServerPool, browser: Browser, user: str, tmp_path: Path
+    server_pool: ServerPool, browser: Browser, user: str, tmp_path: Path
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     token = server.token(user)
     first = await open_centre(browser, server.base_url, token)
     second = await open_centre(browser, server.base_url, token)
@@ -123,9 +123,9 @@ async def test_badge_and_list_update_live_and_two_tabs_stay_in_sync(
 
 
 async def test_two_tabs_of_one_user_share_one_socket_and_hand_it_over_when_the_leader_closes(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", name="one-socket", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", name="one-socket", allowed_origins="")
     token = server.token(user)
     context = await browser.new_context(viewport={"width": 1000, "height": 640})
     first, second = await context.new_page(), await context.new_page()
@@ -171,9 +171,9 @@ async def test_two_tabs_of_one_user_share_one_socket_and_hand_it_over_when_the_l
 
 
 async def test_the_demo_has_no_serious_or_critical_accessibility_violations(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     await server.send(user, "Template 'Welcome' was approved.", type="TEMPLATE_APPROVED")
     await server.send(user, "Campaign 'Autumn' is sending.", type="CAMPAIGN_SENDING")
     read = await server.send(
@@ -197,9 +197,9 @@ async def test_the_demo_has_no_serious_or_critical_accessibility_violations(
 
 
 async def test_the_feed_works_with_the_keyboard_alone_and_keeps_focus_in_place(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     for number in (1, 2, 3):
         await server.send(user, f"Notification number {number}")
     page = await open_centre(browser, server.base_url, server.token(user))
@@ -262,9 +262,9 @@ async def test_the_feed_works_with_the_keyboard_alone_and_keeps_focus_in_place(
 
 
 async def test_at_375_px_the_header_stays_on_one_line_and_the_feed_fits(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     await server.send(user, "A rather long message that has to wrap inside a narrow feed.")
     page = await open_centre(browser, server.base_url, server.token(user), width=375, height=740)
     title = await page.get_by_role("heading", name="Campana").bounding_box()
@@ -282,11 +282,11 @@ async def test_at_375_px_the_header_stays_on_one_line_and_the_feed_fits(
 
 
 async def test_the_page_recovers_after_the_server_restarts(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.start("sqlite", "process", allowed_origins="")
+    server = await server_pool.start("sqlite", "process", allowed_origins="")
     page = await open_centre(browser, server.base_url, server.token(user))
-    restarted = await servers.restart(server)
+    restarted = await server_pool.restart(server)
     await expect(page.get_by_test_id("connection")).to_have_text("Live", timeout=20_000)
     await restarted.send(user, "Sent after the restart")
     await open_feed(page)
@@ -295,10 +295,10 @@ async def test_the_page_recovers_after_the_server_restarts(
 
 
 async def test_the_page_notices_a_frozen_server_and_recovers_without_a_reload(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
     # A 2 s keepalive: the page counts the socket dead after 2 x 2 s + 1 s without a frame.
-    server = await servers.start("sqlite", "process", allowed_origins="", keepalive_seconds=2)
+    server = await server_pool.start("sqlite", "process", allowed_origins="", keepalive_seconds=2)
     assert server.process is not None
     page = await browser.new_page()
     await page.goto(f"{server.base_url}/?token={server.token(user)}&keepalive=2")
@@ -321,9 +321,9 @@ async def test_the_page_notices_a_frozen_server_and_recovers_without_a_reload(
 
 
 async def test_a_refused_token_shows_signed_out_until_a_good_one_is_pasted(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     page = await browser.new_page()
     await page.goto(f"{server.base_url}/?token=not-a-token")
     connection = page.get_by_test_id("connection")
@@ -337,9 +337,9 @@ async def test_a_refused_token_shows_signed_out_until_a_good_one_is_pasted(
 
 
 async def test_the_feed_loads_older_pages_as_it_scrolls_and_stops_at_the_end(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     for number in range(45):  # a snapshot of 20, then pages of 20 and 5
         await server.send(user, f"Older notification {number}")
     page = await open_centre(browser, server.base_url, server.token(user))
@@ -357,9 +357,9 @@ async def test_the_feed_loads_older_pages_as_it_scrolls_and_stops_at_the_end(
 
 
 async def test_an_item_read_before_the_page_loads_has_no_mark_read_button(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     read = await server.send(user, "Read before the page loaded")
     await server.mark_read(user, read["id"])
     await server.send(user, "Still unread")
@@ -371,9 +371,9 @@ async def test_an_item_read_before_the_page_loads_has_no_mark_read_button(
 
 
 async def test_a_click_outside_the_feed_closes_it_and_gives_focus_back_to_the_bell(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     page = await open_centre(browser, server.base_url, server.token(user))
     await open_feed(page)
     await page.mouse.click(10, 600)  # a bare spot of the page

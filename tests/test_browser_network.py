@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from .support.servers import Server, ServerPool, free_port
+from .support.waits import until
 from .test_browser import open_feed
 
 pytestmark = pytest.mark.timeout(150)
@@ -26,6 +27,17 @@ new MutationObserver(() => {
   const text = document.querySelector('[data-testid=connection]')?.textContent;
   if (text && text !== window.connectionTexts.at(-1)) window.connectionTexts.push(text);
 }).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+# How many WebSockets the page opened, counted as it opens them.
+COUNT_SOCKETS = """
+window.socketsOpened = 0;
+window.WebSocket = class extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    window.socketsOpened += 1;
+  }
+};
 """
 
 
@@ -121,9 +133,9 @@ async def shows_a_send_made_now(page: Page, server: Server, user: str, message: 
 
 
 async def test_twenty_seconds_offline_then_online_is_live_again_without_a_click(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
         connection = page.get_by_test_id("connection")
@@ -142,9 +154,9 @@ async def test_twenty_seconds_offline_then_online_is_live_again_without_a_click(
 
 
 async def test_a_token_endpoint_down_then_answering_503_around_expiries_recovers_by_itself(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     # 6 s tokens: each 10 s outage spans at least one expiry, which the server enforces (4401).
     async with token_endpoint(server, user, ttl=6) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
@@ -171,9 +183,9 @@ async def test_a_token_endpoint_down_then_answering_503_around_expiries_recovers
 
 
 async def test_a_token_endpoint_that_says_signed_out_is_signed_out_at_once_until_retried(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         endpoint.mode = "signed_out"
         context, page = await open_with_endpoint(browser, server, endpoint)
@@ -191,28 +203,34 @@ async def test_a_token_endpoint_that_says_signed_out_is_signed_out_at_once_until
 
 
 async def test_a_refused_origin_shows_its_own_state_and_one_console_line(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
     # The default test server allows http://app.example only: the demo's origin is refused.
-    server = await servers.get("sqlite", "process")
+    server = await server_pool.get("sqlite", "process")
     page = await browser.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
+    await page.add_init_script(COUNT_SOCKETS)
+    await page.clock.install()
     await page.goto(f"{server.base_url}/?token={server.token(user)}")
     await expect(page.get_by_test_id("connection")).to_have_text("Origin not allowed")
     await expect(page.get_by_test_id("forbidden")).to_contain_text("CAMPANA_ALLOWED_ORIGINS")
-    await asyncio.sleep(3)  # nothing reconnects, nothing more is said
+    await until(lambda: any("CAMPANA_ALLOWED_ORIGINS" in line for line in console), within=5)
+    # Nothing reconnects: with the page's clock run past the longest backoff (30 s), every
+    # retry it had scheduled would have opened its socket by now; none did.
+    await page.clock.run_for(60_000)
+    assert await page.evaluate("window.socketsOpened") == 1
     await expect(page.get_by_test_id("connection")).to_have_text("Origin not allowed")
     named = [line for line in console if "CAMPANA_ALLOWED_ORIGINS" in line]
-    assert len(named) == 1, console
+    assert len(named) == 1, console  # nothing more is said (a second line needs a socket)
     assert server.base_url in named[0]
     await page.close()
 
 
 async def test_ten_clicks_on_link_rows_store_ten_reads(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=3600) as endpoint:
         links = [f"/campaigns/{n}" for n in range(5)] + [
             f"{endpoint.landing}?n={n}" for n in range(5)
@@ -240,9 +258,9 @@ async def test_ten_clicks_on_link_rows_store_ten_reads(
 
 
 async def test_across_five_token_expiries_the_page_never_leaves_live(
-    servers: ServerPool, browser: Browser, user: str
+    server_pool: ServerPool, browser: Browser, user: str
 ) -> None:
-    server = await servers.get("sqlite", "process", allowed_origins="")
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
     async with token_endpoint(server, user, ttl=20) as endpoint:
         context, page = await open_with_endpoint(browser, server, endpoint)
         connection = page.get_by_test_id("connection")

@@ -52,8 +52,8 @@ async def test_token_and_serve_share_a_generated_secret_kept_private(tmp_path: P
         stop()
 
 
-async def test_send_creates_through_the_running_server(servers: ServerPool, user: str) -> None:
-    server: Server = await servers.get("sqlite", "process")
+async def test_send_creates_through_the_running_server(server_pool: ServerPool, user: str) -> None:
+    server: Server = await server_pool.get("sqlite", "process")
     env = {**os.environ, "CAMPANA_JWT_SECRET": server.settings.jwt_secret or ""}
     async with server.connect(user) as tab:
         await tab.start()

@@ -54,38 +54,40 @@ def plain(ids: list[str] | set[str]) -> set[str]:
 
 
 async def test_50_concurrent_creates_for_one_user_reach_its_socket_with_exact_counts(
-    server: Server, user: str, rows: Any
+    socket_server: Server, user: str, rows: Any
 ) -> None:
-    async with server.connect(user) as tab:
+    async with socket_server.connect(user) as tab:
         assert await tab.start() == ([], 0)
-        created = await asyncio.gather(*(server.send(user, f"n{i}") for i in range(50)))
+        created = await asyncio.gather(*(socket_server.send(user, f"n{i}") for i in range(50)))
 
         ids, counts = await read_creates(tab, 50)
 
         assert sorted(ids) == sorted(item["id"] for item in created)
         assert counts == sorted(counts)
-        assert row_ids(await rows(server, user)) == plain(ids)
-        assert await server.unread_count(user) == 50
-        await server.assert_quiet(tab, user)  # no duplicate followed (adds a row: last)
+        assert row_ids(await rows(socket_server, user)) == plain(ids)
+        assert await socket_server.unread_count(user) == 50
+        await socket_server.assert_quiet(tab, user)  # no duplicate followed (adds a row: last)
 
 
 async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
-    server: Server, user: str, rows: Any
+    socket_server: Server, user: str, rows: Any
 ) -> None:
     users = [f"{user}-{i}" for i in range(10)]
 
     async def broadcast(message: str) -> list[dict[str, Any]]:
         body = {"user_ids": users, "type": "GENERIC_INFO", "message": message}
-        answer = await server.http.post(NOTIFICATIONS, json=body, headers=server.producer)
+        answer = await socket_server.http.post(
+            NOTIFICATIONS, json=body, headers=socket_server.producer
+        )
         assert answer.status_code == 201, answer.text
         items: list[dict[str, Any]] = answer.json()
         return items
 
     async with contextlib.AsyncExitStack() as stack:
-        tabs = [await stack.enter_async_context(server.connect(u)) for u in users]
+        tabs = [await stack.enter_async_context(socket_server.connect(u)) for u in users]
         for tab in tabs:
             assert await tab.start() == ([], 0)
-        singles = [server.send(users[i % 10], f"n{i}") for i in range(50)]
+        singles = [socket_server.send(users[i % 10], f"n{i}") for i in range(50)]
         answers: list[Any] = await asyncio.gather(*singles, broadcast("b1"), broadcast("b2"))
 
         sent: dict[str, set[str]] = {recipient: set() for recipient in users}
@@ -99,28 +101,28 @@ async def test_concurrent_creates_for_many_users_and_broadcasts_reach_each_user(
 
         for recipient, (ids, _) in zip(users, received, strict=True):
             assert set(ids) == sent[recipient]
-            assert row_ids(await rows(server, recipient)) == plain(sent[recipient])
-            assert await server.unread_count(recipient) == 7
+            assert row_ids(await rows(socket_server, recipient)) == plain(sent[recipient])
+            assert await socket_server.unread_count(recipient) == 7
         for recipient, tab in zip(users, tabs, strict=True):
-            await server.assert_quiet(tab, recipient)
+            await socket_server.assert_quiet(tab, recipient)
 
 
 async def test_one_create_the_database_refuses_fails_alone(
-    servers: ServerPool, user: str, rows: Any
+    server_pool: ServerPool, user: str, rows: Any
 ) -> None:
     """A create the database refuses (here a trigger refuses its message) fails alone.
 
     A long broadcast first keeps the writer busy, so the others queue up behind it and
     share one transaction with the refused create.
     """
-    api = await servers.get("postgresql", "inprocess")
+    server = await server_pool.get("postgresql", "inprocess")
     refused = f"refused-{user}"
-    engine = create_async_engine(api.settings.resolved_database_url)
+    engine = create_async_engine(server.settings.resolved_database_url)
     async with engine.begin() as connection:
         await connection.execute(text(REFUSE_FUNCTION.format(message=refused)))
         await connection.execute(text(REFUSE_TRIGGER))
     try:
-        await _create_refused_among_others(api, user, refused, rows)
+        await _create_refused_among_others(server, user, refused, rows)
     finally:
         async with engine.begin() as connection:
             await connection.execute(text("DROP TRIGGER campana_test_refuse ON notifications"))
@@ -140,22 +142,25 @@ FOR EACH ROW EXECUTE FUNCTION campana_test_refuse()
 """
 
 
-async def _create_refused_among_others(api: Server, user: str, refused: str, rows: Any) -> None:
+async def _create_refused_among_others(server: Server, user: str, refused: str, rows: Any) -> None:
     others = [f"{user}-{i}" for i in range(2000)]
-    async with api.connect(user) as tab:
+    async with server.connect(user) as tab:
         assert await tab.start() == ([], 0)
         broadcast = asyncio.create_task(
-            api.http.post(
+            server.http.post(
                 NOTIFICATIONS,
                 json={"user_ids": others, "type": "GENERIC_INFO", "message": "everyone"},
-                headers=api.producer,
+                headers=server.producer,
             )
         )
         await asyncio.sleep(0.05)
         bodies = [{"user_id": user, "type": "GENERIC_INFO", "message": f"n{i}"} for i in range(20)]
         bodies.insert(10, {"user_id": user, "type": "GENERIC_INFO", "message": refused})
         answers = await asyncio.gather(
-            *(api.http.post(NOTIFICATIONS, json=body, headers=api.producer) for body in bodies)
+            *(
+                server.http.post(NOTIFICATIONS, json=body, headers=server.producer)
+                for body in bodies
+            )
         )
         assert (await broadcast).status_code == 201
 
@@ -166,9 +171,9 @@ async def _create_refused_among_others(api: Server, user: str, refused: str, row
         ids, _ = await read_creates(tab, 20)
 
         assert set(ids) == good
-        assert row_ids(await rows(api, user)) == plain(good)
-        assert await api.unread_count(user) == 20
-        await api.assert_quiet(tab, user)
+        assert row_ids(await rows(server, user)) == plain(good)
+        assert await server.unread_count(user) == 20
+        await server.assert_quiet(tab, user)
 
 
 def batch_totals(metrics_text: str) -> tuple[float, float]:
@@ -181,26 +186,26 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_concurrent_creates_share_transactions(
-    servers: ServerPool, user: str, database: str
+    server_pool: ServerPool, user: str, database: str
 ) -> None:
     """Seen by an operator in the batch size histogram (of a process: the registry is its own).
 
     The test holds the database's write lock, so that the first create keeps the writer
     waiting while the 50 others arrive: they must then share a transaction or a few.
     """
-    api = await servers.get(database, "process")
+    server = await server_pool.get(database, "process")
     first = f"{user}-first"
-    await api.send(first, "has a version row to lock")
-    rows_before, batches_before = batch_totals((await api.http.get("/metrics")).text)
+    await server.send(first, "has a version row to lock")
+    rows_before, batches_before = batch_totals((await server.http.get("/metrics")).text)
 
-    async with holding_writes(api, first):
-        waiting = asyncio.create_task(api.send(first, "waits for the lock"))
+    async with holding_writes(server, first):
+        waiting = asyncio.create_task(server.send(first, "waits for the lock"))
         await asyncio.sleep(0.2)
-        others = asyncio.gather(*(api.send(f"{user}-{i % 5}", f"n{i}") for i in range(50)))
+        others = asyncio.gather(*(server.send(f"{user}-{i % 5}", f"n{i}") for i in range(50)))
         await asyncio.sleep(1.0)
     await asyncio.gather(waiting, others)
 
-    rows_after, batches_after = batch_totals((await api.http.get("/metrics")).text)
+    rows_after, batches_after = batch_totals((await server.http.get("/metrics")).text)
     assert rows_after - rows_before == 51
     assert batches_after - batches_before <= 5
 
@@ -232,7 +237,7 @@ async def holding_writes(server: Server, user_id: str) -> AsyncIterator[None]:
 
 
 async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_unread_rows(
-    api: Server, user: str, rows: Any
+    rest_server: Server, user: str, rows: Any
 ) -> None:
     """Every change takes the user's row first: none deadlocks, and the count stays exact,
     in the database and on the user's socket.
@@ -240,23 +245,23 @@ async def test_reads_read_all_and_creates_racing_leave_the_badge_equal_to_the_un
     Had reading one item locked the item before the user, while reading all locks the user
     before the items, the two would deadlock under this race (they once did: a 500).
     """
-    items = [await api.send(user, f"old {i}") for i in range(20)]
-    async with api.connect(user) as tab:
+    items = [await rest_server.send(user, f"old {i}") for i in range(20)]
+    async with rest_server.connect(user) as tab:
         await tab.start()
-        read_all = api.http.post(f"{NOTIFICATIONS}read-all", headers=api.auth(user))
+        read_all = rest_server.http.post(f"{NOTIFICATIONS}read-all", headers=rest_server.auth(user))
         reads: list[Awaitable[httpx.Response]] = [
-            *(api.mark_read(user, item["id"]) for item in items[::2]),
+            *(rest_server.mark_read(user, item["id"]) for item in items[::2]),
             read_all,
-            *(api.mark_read(user, item["id"]) for item in items[1::2]),
+            *(rest_server.mark_read(user, item["id"]) for item in items[1::2]),
         ]
-        creates = asyncio.gather(*(api.send(user, f"new {i}") for i in range(10)))
+        creates = asyncio.gather(*(rest_server.send(user, f"new {i}") for i in range(10)))
         answers, _ = await asyncio.gather(asyncio.gather(*reads), creates)
         for answer in answers:
             assert answer.status_code == 200, answer.text
-        unread = [row for row in await rows(api, user) if not row["is_read"]]
+        unread = [row for row in await rows(rest_server, user) if not row["is_read"]]
         assert {row["message"] for row in unread} <= {f"new {i}" for i in range(10)}
-        assert await api.unread_count(user) == len(unread)
-        marker = await api.send(user, "marker")
+        assert await rest_server.unread_count(user) == len(unread)
+        marker = await rest_server.send(user, "marker")
         frames = await tab.read_until_holds(marker["id"])
     counts = [f["payload"]["count"] for f in frames if f["event"] == "unread_count.updated"]
     assert counts[-2:] == [len(unread), len(unread) + 1]  # the last before the marker's own

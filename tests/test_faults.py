@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from campana import store
@@ -32,6 +33,7 @@ from .support.redis_server import RedisServer
 from .support.report import STALENESS
 from .support.servers import POSTGRES_URL, Server, ServerPool
 from .support.tabs import Tab
+from .support.waits import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,16 +45,13 @@ PUBLISH_TIMEOUT_SECONDS = 5.0  # the Redis broker's read timeout on a publish
 
 
 async def start_cluster(
-    servers: ServerPool, redis_urls: Sequence[str], **overrides: Any
+    pool: ServerPool, redis_urls: Sequence[str], **overrides: Any
 ) -> list[Server]:
     """`campana serve` processes on the test PostgreSQL, one per Redis URL given."""
     options = {"sweep_seconds": SWEEP_SECONDS, **overrides}
     return list(
         await asyncio.gather(
-            *(
-                servers.start("postgresql", "process", redis_url=url, **options)
-                for url in redis_urls
-            )
+            *(pool.start("postgresql", "process", redis_url=url, **options) for url in redis_urls)
         )
     )
 
@@ -97,13 +96,6 @@ async def converge(
     return elapsed
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 class Traffic:
     """Creates and reads of one user through several instances, until stopped."""
 
@@ -142,11 +134,11 @@ class Traffic:
 
 
 async def test_creates_after_an_idle_redis_restart_reach_every_tab_at_once(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
     """Each instance's publisher holds a pooled connection that the restart made stale."""
     # A sweep too slow to help: the publish itself must get through.
-    first, second = await start_cluster(servers, [spare_redis.url] * 2, sweep_seconds=300)
+    first, second = await start_cluster(server_pool, [spare_redis.url] * 2, sweep_seconds=300)
     async with open_tabs(user, first, second) as tabs:
         await first.send(user, "before, through the first")
         await second.send(user, "before, through the second")
@@ -155,7 +147,7 @@ async def test_creates_after_an_idle_redis_restart_reach_every_tab_at_once(
         spare_redis.shutdown_nosave()
         spare_redis.start()
         # Both subscribers are back once they have resent the state to their tabs.
-        await until(lambda: all(tab.view.snapshots >= 2 for tab in tabs), 15)
+        await until(lambda: all(tab.view.snapshots >= 2 for tab in tabs), within=15)
 
         since = time.monotonic()
         await first.send(user, "after, through the first")
@@ -172,9 +164,9 @@ async def test_creates_after_an_idle_redis_restart_reach_every_tab_at_once(
 
 
 async def test_tabs_converge_when_redis_is_killed_and_restarted_under_traffic(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
-    first, second = await start_cluster(servers, [spare_redis.url] * 2)
+    first, second = await start_cluster(server_pool, [spare_redis.url] * 2)
     async with open_tabs(user, first, first, second, second) as tabs:
         traffic = Traffic(user, (first, second)).start()
         await asyncio.sleep(1.0)
@@ -196,9 +188,9 @@ async def test_tabs_converge_when_redis_is_killed_and_restarted_under_traffic(
 
 
 async def test_tabs_converge_after_redis_is_paused_past_the_publish_timeout(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
-    first, second = await start_cluster(servers, [spare_redis.url] * 2)
+    first, second = await start_cluster(server_pool, [spare_redis.url] * 2)
     seed = await first.send(user, "before the pause")
     async with open_tabs(user, first, second) as tabs:
         spare_redis.pause()
@@ -227,13 +219,13 @@ async def test_tabs_converge_after_redis_is_paused_past_the_publish_timeout(
 
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_a_publish_lost_on_its_way_to_redis_still_reaches_the_other_instance(
-    servers: ServerPool, spare_redis: RedisServer, user: str, fault: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str, fault: str
 ) -> None:
     """The first instance reaches Redis through a proxy that loses its publish."""
     proxy = await TcpProxy("127.0.0.1", spare_redis.port).start()
     try:
         first, second = await start_cluster(
-            servers, [proxy.url_for(spare_redis.url), spare_redis.url]
+            server_pool, [proxy.url_for(spare_redis.url), spare_redis.url]
         )
         async with open_tabs(user, first, second, second) as tabs:
             if fault == "cut":
@@ -262,18 +254,20 @@ async def test_a_publish_lost_on_its_way_to_redis_still_reaches_the_other_instan
 
 
 async def test_a_tab_opened_while_its_instance_connects_to_redis_gets_live_events(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
     """The tab's user is wanted while the subscriber's connection is being made: the
     subscription must include it, or its live events stop at this instance for good."""
     proxy = await TcpProxy("127.0.0.1", spare_redis.port).start()
     try:
         proxy.stall()  # the subscriber's handshake hangs from the start
-        [server] = await start_cluster(servers, [proxy.url_for(spare_redis.url)], sweep_seconds=300)
+        [server] = await start_cluster(
+            server_pool, [proxy.url_for(spare_redis.url)], sweep_seconds=300
+        )
         async with open_tabs(user, server) as tabs:
             proxy.restore()
             # The instance reaches Redis and resends the state to its tab.
-            await until(lambda: tabs[0].view.snapshots >= 2, 10)
+            await until(lambda: tabs[0].view.snapshots >= 2, within=10)
             since = time.monotonic()
             await server.send(user, "after the instance reached Redis")
             await converge(
@@ -289,9 +283,9 @@ async def test_a_tab_opened_while_its_instance_connects_to_redis_gets_live_event
 
 
 async def test_a_change_committed_by_a_process_that_died_before_publishing_reaches_every_tab(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
-    first, second = await start_cluster(servers, [servers.redis_url] * 2)
+    first, second = await start_cluster(server_pool, [server_pool.redis_url] * 2)
     item = await first.send(user, "published as usual")
     async with open_tabs(user, first, second) as tabs:
         # This test process commits as a Campana process does, then "dies": no publish.
@@ -314,9 +308,9 @@ async def test_a_change_committed_by_a_process_that_died_before_publishing_reach
 
 
 async def test_tabs_on_the_surviving_instance_converge_after_the_other_is_killed(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
-    first, second = await start_cluster(servers, [servers.redis_url] * 2)
+    first, second = await start_cluster(server_pool, [server_pool.redis_url] * 2)
     assert first.process is not None
     async with open_tabs(user, first, second, second) as tabs:
         traffic = Traffic(user, (first, second), tolerate=(first,)).start()
@@ -338,13 +332,14 @@ async def test_tabs_on_the_surviving_instance_converge_after_the_other_is_killed
 
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_after(
-    servers: ServerPool, user: str, fault: str
+    server_pool: ServerPool, user: str, fault: str
 ) -> None:
-    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    postgres = make_url(POSTGRES_URL)
+    proxy = await TcpProxy(postgres.host or "127.0.0.1", postgres.port or 5432).start()
     try:
         [server] = await start_cluster(
-            servers,
-            [servers.redis_url],
+            server_pool,
+            [server_pool.redis_url],
             database_url=proxy.url_for(POSTGRES_URL),
             database_timeout_seconds=2.0,
         )
@@ -428,7 +423,7 @@ async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_err
 
 
 def logs_of(*servers: Server) -> str:
-    return "".join(server.log_path.read_text() for server in servers if server.log_path)
+    return "".join(server.log() for server in servers)
 
 
 @pytest.mark.parametrize(
@@ -440,7 +435,7 @@ def logs_of(*servers: Server) -> str:
     ],
 )
 async def test_a_postgresql_that_refuses_sessions_for_now_is_a_503(
-    servers: ServerPool, user: str, sqlstate: str, refusal: str
+    server_pool: ServerPool, user: str, sqlstate: str, refusal: str
 ) -> None:
     """What PostgreSQL answers while it restarts, fails over or is full."""
 
@@ -462,7 +457,7 @@ async def test_a_postgresql_that_refuses_sessions_for_now_is_a_503(
     fake = await asyncio.start_server(refuse, "127.0.0.1", 0)
     port = fake.sockets[0].getsockname()[1]
     try:
-        server = await servers.start(
+        server = await server_pool.start(
             "postgresql",
             "inprocess",
             database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/test",
@@ -496,10 +491,10 @@ def _new_row(user_id: str, message: str) -> store.NewNotification:
 
 
 async def test_a_message_campana_did_not_write_is_ignored_and_delivery_goes_on(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
     """Another program publishes on the user's channel and on the broadcast channel."""
-    [instance] = await start_cluster(servers, [spare_redis.url])
+    [instance] = await start_cluster(server_pool, [spare_redis.url])
     async with instance.connect(user) as tab:
         await tab.start()
         redis = Redis.from_url(spare_redis.url)

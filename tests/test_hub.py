@@ -8,13 +8,11 @@ down the order of frames a tab receives while it catches up, which timing there 
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import orjson
 import pytest
 
 from campana import hub as hub_module
@@ -30,6 +28,9 @@ from campana.protocol import (
     version_event,
 )
 
+from .support.frames import split_frames
+from .support.waits import until
+
 LIMITS = SocketLimits(send_queue_size=64, per_user=20, per_process=100)
 
 
@@ -42,14 +43,9 @@ class RecordingSocket:
         self.closes: list[int] = []  # every close frame asked for, in order
 
     def write(self, wire: bytes) -> None:
-        while wire:  # one write may carry several frames
-            length, start = wire[1] & 0x7F, 2
-            if length == 126:
-                (length,), start = struct.unpack("!H", wire[2:4]), 4
-            elif length == 127:
-                (length,), start = struct.unpack("!Q", wire[2:10]), 10
-            self.frames.append(orjson.loads(wire[start : start + length]))
-            wire = wire[start + length :]
+        frames, rest = split_frames(wire)  # one write may carry several frames
+        assert rest == b"", f"a write ending in a part of a frame: {wire!r}"
+        self.frames.extend(frame.json() for frame in frames)
 
     def close_with(self, code: int) -> None:
         self.closes.append(code)
@@ -69,7 +65,8 @@ class UserState:
 
     def __init__(self) -> None:
         self.committed: dict[str, int] = {}
-        self.loads = 0
+        self.loads = 0  # reads of a socket's state begun
+        self.version_reads = 0  # reads of every user's version (the sweep's)
         self._open = asyncio.Event()
         self._open.set()
 
@@ -89,6 +86,7 @@ class UserState:
         ]
 
     async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        self.version_reads += 1
         return {user_id: self.committed.get(user_id, 0) for user_id in user_ids}
 
 
@@ -135,9 +133,13 @@ def counts(socket: RecordingSocket) -> list[int]:
     return [f["payload"]["count"] for f in socket.frames if f["event"] == "unread_count.updated"]
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def until_live(*connections: Connection, within: float = 1.0) -> None:
+    """Until each connection's reload (or wait for a version) is over: its frames are sent."""
+    await until(
+        lambda: all(c.delivery is Delivery.LIVE for c in connections),
+        within=within,
+        what="every connection live",
+    )
 
 
 async def test_a_live_event_during_a_reload_follows_the_snapshot_read_before_it(
@@ -145,15 +147,15 @@ async def test_a_live_event_during_a_reload_follows_the_snapshot_read_before_it(
 ) -> None:
     """A snapshot read before an event must not reach the tab after that event."""
     state.committed["u"] = 1
-    _, socket = await open_tab(hub)
+    connection, socket = await open_tab(hub)
     state.hold()
     hub.resync()  # the broker came back: every socket's state is read again
-    await settle()  # the read has begun: it sees version 1
+    await until(lambda: state.loads == 2, what="the read began")  # it sees version 1
     state.committed["u"] = 2
     hub.deliver(read(2))  # a change committed after the read began
     assert socket.events == ["snapshot", "unread_count.updated"]
     state.release()
-    await settle()
+    await until_live(connection)
     assert socket.events[2:] == [
         *("snapshot", "unread_count.updated"),
         *("notification.read", "unread_count.updated"),
@@ -168,7 +170,7 @@ async def test_a_snapshot_older_than_what_the_tab_was_sent_is_dropped(
     hub.deliver(created(1))
     state.committed["u"] = 0  # an impossible read from the past: it must not reach the tab
     connection.reload("test")
-    await settle()
+    await until_live(connection)
     assert socket.events == [
         *("snapshot", "unread_count.updated"),
         *("notification.created", "unread_count.updated"),
@@ -212,7 +214,7 @@ async def test_a_version_still_missing_after_the_wait_reloads_the_tab(
     connection, socket = await open_tab(hub)
     state.committed["u"] = 2
     hub.deliver(created(2))  # version 1 was lost with its publish
-    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
+    await until_live(connection, within=GAP_WAIT_SECONDS + 2)  # the wait, then the reload
     assert state.loads == 2
     # The snapshot holds version 2; its event follows all the same (a snapshot holds only
     # the newest items), its count does not.
@@ -225,12 +227,12 @@ async def test_a_notice_reloads_a_tab_behind_it_and_not_one_that_is_up_to_date(
     hub: Hub, state: UserState
 ) -> None:
     state.committed["u"] = 1
-    _, behind = await open_tab(hub, "u")
+    behind_connection, behind = await open_tab(hub, "u")
     state.committed["v"] = 5
-    _, current = await open_tab(hub, "v")
+    current_connection, current = await open_tab(hub, "v")
     state.committed["u"] = 4
     hub.deliver([version_event("u", 4), version_event("v", 5)])
-    await settle()
+    await until_live(behind_connection, current_connection)
     assert behind.events[2:] == ["snapshot", "unread_count.updated"]
     assert counts(behind) == [1, 4]
     assert current.events == ["snapshot", "unread_count.updated"]
@@ -245,10 +247,10 @@ async def test_the_sweep_reloads_only_tabs_behind_the_database(
     tabs = {user: await open_tab(hub, user) for user in state.committed}
     state.committed.update({"behind": 7, "in-flight": 6})  # committed, never published
     sweep = asyncio.ensure_future(hub.sweep())
-    await settle()
+    await until(lambda: state.version_reads == 1, what="the sweep read the versions")
     hub.deliver(created(6, "in-flight"))  # published: arrives within the grace
     assert await sweep == 1
-    await settle()
+    await until_live(*(connection for connection, _ in tabs.values()))
     assert counts(tabs["behind"][1]) == [5, 7]
     assert tabs["behind"][1].events[2:] == ["snapshot", "unread_count.updated"]
     assert counts(tabs["in-flight"][1]) == [5, 6]
@@ -267,14 +269,14 @@ async def test_a_failed_reload_sends_what_waited_and_leaves_the_tab_to_the_sweep
     load = state.load_opening
     state.load_opening = unreachable  # type: ignore[method-assign]
     hub.deliver(created(2))
-    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
+    await until_live(connection, within=GAP_WAIT_SECONDS + 2)  # the wait, the failed reload
     assert socket.events[2:] == ["notification.created", "unread_count.updated"]
     assert connection.is_behind(2)  # it may lack version 1
 
     state.load_opening = load  # type: ignore[method-assign]
     state.committed["u"] = 2
     assert await hub.sweep() == 1
-    await settle()
+    await until_live(connection)
     assert socket.events[4:] == ["snapshot", "unread_count.updated"]
     assert counts(socket) == [0, 2, 2]  # a count after every snapshot, never an older one
     assert not connection.is_behind(2)
@@ -286,11 +288,11 @@ async def test_a_reload_asked_for_while_one_is_read_reads_again(hub: Hub, state:
     connection, socket = await open_tab(hub)
     state.hold()
     connection.reload("test")
-    await settle()
+    await until(lambda: state.loads == 2, what="the read began")
     state.committed["u"] = 3  # published while the broker was away
     hub.resync()
     state.release()
-    await settle()
+    await until_live(connection)
     assert state.loads == 3
     assert counts(socket) == [0, 3]
 
@@ -306,10 +308,10 @@ async def test_a_snapshot_queued_behind_a_paused_transport_never_follows_a_newer
     socket.writable = False  # the client stopped reading for a moment
     state.committed["u"] = 1
     hub.resync()
-    await settle()  # snapshot 1 and its count wait on the transport
+    await until_live(connection)  # snapshot 1 and its count wait on the transport
     state.committed["u"] = 2
     hub.resync()
-    await settle()  # snapshot 2 goes in front of them
+    await until_live(connection)  # snapshot 2 goes in front of them
     socket.writable = True
     connection.flush()  # resume_writing
     assert snapshot_versions(socket) == [0, 2]
@@ -342,7 +344,7 @@ async def test_a_first_snapshot_that_cannot_be_read_closes_the_socket_with_1011(
     assert isinstance(connection, Connection)
     OPENED.setdefault(hub, []).append(connection)
     opening = asyncio.ensure_future(hub.open(connection))
-    await settle()
+    await until(lambda: state.loads == 1, what="the first read began")
     hub.resync()
 
     async def unreachable(user_id: str) -> list[Event]:
@@ -351,7 +353,7 @@ async def test_a_first_snapshot_that_cannot_be_read_closes_the_socket_with_1011(
     state.load_opening = unreachable  # type: ignore[method-assign]
     state.release()
     await opening
-    await settle()
+    await until(lambda: socket.closed_with is not None, what="a close")
     assert socket.closed_with == 1011
     assert socket.events == []
 
@@ -364,7 +366,7 @@ async def test_a_burst_while_waiting_for_a_version_reloads_instead_of_closing(
     for version in range(3, 3 + LIMITS.send_queue_size):
         hub.deliver(created(version))
     state.committed["u"] = 2 + LIMITS.send_queue_size
-    await settle()
+    await until_live(connection)
     assert socket.closed_with is None
     assert counts(socket) == [0, 2 + LIMITS.send_queue_size]
     assert connection.delivery is Delivery.LIVE
@@ -375,11 +377,11 @@ async def test_changes_delivered_while_a_version_is_missing_all_reach_the_tab(
 ) -> None:
     """More changes than a snapshot holds arrive during the wait: the reload's snapshot
     shows the newest, and the events of the others still follow it."""
-    _, socket = await open_tab(hub)
+    connection, socket = await open_tab(hub)
     for version in range(2, 27):  # version 1 was lost with its publish
         hub.deliver(created(version))
     state.committed["u"] = 26
-    await asyncio.sleep(GAP_WAIT_SECONDS + 0.2)
+    await until_live(connection, within=GAP_WAIT_SECONDS + 2)  # the wait, then the reload
     ids = {f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"}
     assert ids == {f"item-{version}" for version in range(2, 27)}
     assert counts(socket)[-1] == 26
@@ -432,12 +434,15 @@ async def test_a_count_older_than_the_one_the_tab_holds_is_dropped(hub: Hub) -> 
 
 async def test_a_close_is_sent_once_and_nothing_follows_it(hub: Hub) -> None:
     connection, socket = await open_tab(hub)
+    marker, _ = await open_tab(hub, "marker")
     connection.close(4401)
     connection.close(1013)
     connection.received("ping")
     hub.deliver(created(1))
     connection.reload("test")
-    await settle()
+    # Another tab's reload, asked for last, is read after whatever the calls above set going.
+    marker.reload("marker")
+    await until_live(marker)
     assert socket.closes == [4401]
     assert socket.events == ["snapshot", "unread_count.updated"]
     assert [f["event"] for f in socket.frames].count("keepalive") == 0
@@ -463,7 +468,7 @@ async def test_a_token_that_expires_closes_its_socket_with_4401(hub: Hub) -> Non
     OPENED.setdefault(hub, []).append(connection)
     await hub.open(connection)
     assert socket.closes == []
-    await asyncio.sleep(0.2)
+    await until(lambda: bool(socket.closes), what="the close at the token's expiry")
     assert socket.closes == [4401]
 
 
@@ -517,6 +522,9 @@ async def test_closing_the_hub_sends_nothing_and_waits_for_the_sockets_to_go(
     OPENED[hub].remove(connection)
     connection.socket_closed()
     closing = asyncio.ensure_future(hub.close(5.0))
+    await until(lambda: connection.closing, what="the close let the connection go")
+    # A timed wait on purpose: that the close is still waiting, well into its grace, is
+    # what only time shows (one that did not wait would be done within a few steps).
     await asyncio.sleep(0.1)
     assert not closing.done()
     hub.deliver(created(1))

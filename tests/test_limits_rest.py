@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from campana.api.rest import MAX_SKIP
 from campana.logs import REDACTED, JsonFormatter, RedactTokens, log_config, redact
 
 from .support.servers import ALLOWED_ORIGIN, Server, ServerPool
+from .support.waits import until
 
 NOTIFICATIONS = "/api/v1/notifications/"
 MAX_BODY = 2048
@@ -38,8 +38,8 @@ def large_body(user_id: str) -> bytes:
     return json.dumps(body(user_id, message="m" * 1900, link_url="/" + "l" * 2000)).encode()
 
 
-async def small_limit(servers: ServerPool) -> Server:
-    return await servers.get("sqlite", "inprocess", http_max_body_bytes=MAX_BODY)
+async def small_limit(pool: ServerPool) -> Server:
+    return await pool.get("sqlite", "inprocess", http_max_body_bytes=MAX_BODY)
 
 
 @dataclass
@@ -98,42 +98,46 @@ def chunk(data: bytes) -> bytes:
     [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonp", "json"],
 )
 async def test_a_body_not_sent_as_json_is_415_and_writes_nothing(
-    api: Server, user: str, rows: Any, origin: dict[str, str], content_type: str | None
+    rest_server: Server, user: str, rows: Any, origin: dict[str, str], content_type: str | None
 ) -> None:
-    headers = {**api.producer, **origin}
+    headers = {**rest_server.producer, **origin}
     if content_type is not None:
         headers["Content-Type"] = content_type
-    answer = await api.http.post(NOTIFICATIONS, content=json.dumps(body(user)), headers=headers)
+    answer = await rest_server.http.post(
+        NOTIFICATIONS, content=json.dumps(body(user)), headers=headers
+    )
     assert answer.status_code == 415, answer.text
     assert answer.json() == {
         "error": "unsupported_media_type",
         "detail": "the body must be JSON, sent with Content-Type: application/json",
     }
-    assert await rows(api, user) == []
+    assert await rows(rest_server, user) == []
 
 
 @pytest.mark.parametrize(
     "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json ;"]
 )
 async def test_json_with_parameters_or_in_any_case_is_json(
-    api: Server, user: str, content_type: str
+    rest_server: Server, user: str, content_type: str
 ) -> None:
-    headers = {**api.producer, "Content-Type": content_type}
-    answer = await api.http.post(NOTIFICATIONS, content=json.dumps(body(user)), headers=headers)
+    headers = {**rest_server.producer, "Content-Type": content_type}
+    answer = await rest_server.http.post(
+        NOTIFICATIONS, content=json.dumps(body(user)), headers=headers
+    )
     assert answer.status_code == 201, answer.text
 
 
 @ROADS
 async def test_the_token_is_checked_before_the_content_type_and_the_type_before_the_size(
-    servers: ServerPool, user: str, rows: Any, origin: dict[str, str]
+    server_pool: ServerPool, user: str, rows: Any, origin: dict[str, str]
 ) -> None:
-    api = await small_limit(servers)
+    server = await small_limit(server_pool)
     text = {**origin, "Content-Type": "text/plain"}
-    cases = [({}, 401), (api.auth(user), 403), (api.producer, 415)]
+    cases = [({}, 401), (server.auth(user), 403), (server.producer, 415)]
     for headers, status in cases:
-        answer = await api.http.post(NOTIFICATIONS, content=b"x" * 4096, headers=headers | text)
+        answer = await server.http.post(NOTIFICATIONS, content=b"x" * 4096, headers=headers | text)
         assert answer.status_code == status, answer.text
-    assert await rows(api, user) == []
+    assert await rows(server, user) == []
 
 
 # Body size
@@ -141,14 +145,14 @@ async def test_the_token_is_checked_before_the_content_type_and_the_type_before_
 
 @ROADS
 async def test_a_declared_body_above_the_limit_is_413_before_a_byte_of_it_is_read(
-    servers: ServerPool, user: str, rows: Any, origin: dict[str, str]
+    server_pool: ServerPool, user: str, rows: Any, origin: dict[str, str]
 ) -> None:
-    api = await small_limit(servers)
+    server = await small_limit(server_pool)
     content = large_body(user)
-    headers = {**api.producer, **JSON_TYPE, **origin, "Content-Length": str(len(content))}
+    headers = {**server.producer, **JSON_TYPE, **origin, "Content-Length": str(len(content))}
     # Only the head is sent: an answer that waited for the body would never come.
-    unsent = await post_raw(api, headers)
-    sent = await post_raw(api, headers, content)
+    unsent = await post_raw(server, headers)
+    sent = await post_raw(server, headers, content)
     for answer in (unsent, sent):
         assert answer.status_code == 413
         assert answer.headers["connection"] == "close"
@@ -156,31 +160,31 @@ async def test_a_declared_body_above_the_limit_is_413_before_a_byte_of_it_is_rea
             "error": "body_too_large",
             "detail": f"the request body is larger than {MAX_BODY} bytes",
         }
-    assert await rows(api, user) == []
+    assert await rows(server, user) == []
 
 
 @ROADS
 async def test_a_chunked_body_is_413_as_soon_as_it_grows_past_the_limit(
-    servers: ServerPool, user: str, rows: Any, origin: dict[str, str]
+    server_pool: ServerPool, user: str, rows: Any, origin: dict[str, str]
 ) -> None:
-    api = await small_limit(servers)
+    server = await small_limit(server_pool)
     content = large_body(user)
-    headers = {**api.producer, **JSON_TYPE, **origin, "Transfer-Encoding": "chunked"}
+    headers = {**server.producer, **JSON_TYPE, **origin, "Transfer-Encoding": "chunked"}
     # The whole body in 1 KB chunks, but never its last (empty) chunk: the answer comes
     # from the size alone.
     parts = [chunk(content[i : i + 1024]) for i in range(0, len(content), 1024)]
-    answer = await post_raw(api, headers, *parts)
+    answer = await post_raw(server, headers, *parts)
     assert answer.status_code == 413
     assert answer.headers["connection"] == "close"
     assert answer.json()["error"] == "body_too_large"
-    assert await rows(api, user) == []
+    assert await rows(server, user) == []
 
 
 @ROADS
 async def test_bodies_within_the_limit_are_created_declared_or_chunked(
-    servers: ServerPool, user: str, rows: Any, origin: dict[str, str]
+    server_pool: ServerPool, user: str, rows: Any, origin: dict[str, str]
 ) -> None:
-    api = await small_limit(servers)
+    server = await small_limit(server_pool)
     content = json.dumps(body(user, message="m" * 1500)).encode()
     assert len(content) < MAX_BODY
 
@@ -188,18 +192,11 @@ async def test_bodies_within_the_limit_are_created_declared_or_chunked(
         for i in range(0, len(content), 500):
             yield content[i : i + 500]
 
-    headers = {**api.producer, **JSON_TYPE, **origin}
-    declared = await api.http.post(NOTIFICATIONS, content=content, headers=headers)
-    streamed = await api.http.post(NOTIFICATIONS, content=chunked(), headers=headers)
+    headers = {**server.producer, **JSON_TYPE, **origin}
+    declared = await server.http.post(NOTIFICATIONS, content=content, headers=headers)
+    streamed = await server.http.post(NOTIFICATIONS, content=chunked(), headers=headers)
     assert (declared.status_code, streamed.status_code) == (201, 201), streamed.text
-    assert len(await rows(api, user)) == 2
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+    assert len(await rows(server, user)) == 2
 
 
 def answered(status: int) -> float:
@@ -233,30 +230,32 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
 
 @ROADS
 async def test_a_client_gone_in_the_middle_of_its_body_is_no_server_error(
-    api: Server, user: str, rows: Any, origin: dict[str, str]
+    rest_server: Server, user: str, rows: Any, origin: dict[str, str]
 ) -> None:
-    headers = {**api.producer, **JSON_TYPE, **origin, "Content-Length": "1000"}
+    headers = {**rest_server.producer, **JSON_TYPE, **origin, "Content-Length": "1000"}
     before = answered(400), answered(500)
     with server_errors() as errors:
-        _, writer = await connect(api)
+        _, writer = await connect(rest_server)
         writer.write(post_head(headers) + b'{"user_id": "' + b"x" * 100)
         await writer.drain()
         writer.close()
         await writer.wait_closed()
-        await until(lambda: (answered(400), answered(500)) != before)
+        await until(lambda: (answered(400), answered(500)) != before, within=10)
     assert (answered(400), answered(500)) == (before[0] + 1, before[1])
     assert [record.getMessage() for record in errors] == []
-    assert await rows(api, user) == []
+    assert await rows(rest_server, user) == []
 
 
 # Paging
 
 
-async def test_skip_may_reach_its_documented_maximum(api: Server, user: str) -> None:
-    answer = await api.http.get(NOTIFICATIONS, params={"skip": MAX_SKIP}, headers=api.auth(user))
+async def test_skip_may_reach_its_documented_maximum(rest_server: Server, user: str) -> None:
+    answer = await rest_server.http.get(
+        NOTIFICATIONS, params={"skip": MAX_SKIP}, headers=rest_server.auth(user)
+    )
     assert answer.status_code == 200
     assert answer.json() == []
-    schema = (await api.http.get("/openapi.json")).json()
+    schema = (await rest_server.http.get("/openapi.json")).json()
     parameters = schema["paths"][NOTIFICATIONS]["get"]["parameters"]
     (skip,) = (parameter for parameter in parameters if parameter["name"] == "skip")
     assert skip["schema"]["maximum"] == MAX_SKIP == 1_000_000
@@ -276,21 +275,21 @@ async def test_skip_may_reach_its_documented_maximum(api: Server, user: str) -> 
     ],
 )
 async def test_a_405_names_every_method_of_the_path_and_options_answers_them(
-    api: Server, path: str, allowed: str
+    rest_server: Server, path: str, allowed: str
 ) -> None:
     for method in ("DELETE", "PUT"):
-        answer = await api.http.request(method, path)
+        answer = await rest_server.http.request(method, path)
         assert answer.status_code == 405
         assert answer.headers["allow"] == allowed
         assert answer.json() == {"error": "method_not_allowed", "detail": "Method Not Allowed"}
-    options = await api.http.options(path)
+    options = await rest_server.http.options(path)
     assert options.status_code == 204
     assert options.headers["allow"] == allowed
     assert options.content == b""
 
 
-async def test_a_cors_preflight_is_still_answered_for_cors(api: Server) -> None:
-    answer = await api.http.options(
+async def test_a_cors_preflight_is_still_answered_for_cors(rest_server: Server) -> None:
+    answer = await rest_server.http.options(
         NOTIFICATIONS,
         headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"},
     )
@@ -302,12 +301,12 @@ async def test_a_cors_preflight_is_still_answered_for_cors(api: Server) -> None:
 # Metrics
 
 
-async def test_metrics_need_the_metrics_token_when_one_is_set(servers: ServerPool) -> None:
+async def test_metrics_need_the_metrics_token_when_one_is_set(server_pool: ServerPool) -> None:
     token = "scrape-" + uuid.uuid4().hex
-    api = await servers.get("sqlite", "inprocess", metrics_token=token)
+    server = await server_pool.get("sqlite", "inprocess", metrics_token=token)
     for authorization in (None, "Bearer", "Bearer wrong", f"Basic {token}", f"Bearer {token}x"):
         headers = {"Authorization": authorization} if authorization else {}
-        answer = await api.http.get("/metrics", headers=headers)
+        answer = await server.http.get("/metrics", headers=headers)
         assert answer.status_code == 401, authorization
         assert answer.headers["www-authenticate"] == "Bearer"
         assert answer.json() == {
@@ -315,21 +314,21 @@ async def test_metrics_need_the_metrics_token_when_one_is_set(servers: ServerPoo
             "detail": "/metrics needs Authorization: Bearer <CAMPANA_METRICS_TOKEN>",
         }
     for authorization in (f"Bearer {token}", f"bearer  {token}"):
-        answer = await api.http.get("/metrics", headers={"Authorization": authorization})
+        answer = await server.http.get("/metrics", headers={"Authorization": authorization})
         assert answer.status_code == 200
         assert "campana_request_duration_seconds" in answer.text
 
 
-async def test_metrics_are_open_when_no_metrics_token_is_set(api: Server) -> None:
-    assert api.settings.metrics_token is None
-    assert (await api.http.get("/metrics")).status_code == 200
+async def test_metrics_are_open_when_no_metrics_token_is_set(rest_server: Server) -> None:
+    assert rest_server.settings.metrics_token is None
+    assert (await rest_server.http.get("/metrics")).status_code == 200
 
 
 # OpenAPI
 
 
-async def test_openapi_says_exactly_one_of_user_id_or_user_ids(api: Server) -> None:
-    schema = (await api.http.get("/openapi.json")).json()
+async def test_openapi_says_exactly_one_of_user_id_or_user_ids(rest_server: Server) -> None:
+    schema = (await rest_server.http.get("/openapi.json")).json()
     post = schema["paths"][NOTIFICATIONS]["post"]
     body_schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["oneOf"] == [
@@ -348,9 +347,9 @@ async def test_openapi_says_exactly_one_of_user_id_or_user_ids(api: Server) -> N
 
 
 async def test_a_body_of_each_documented_alternative_is_created(
-    api: Server, user: str, rows: Any
+    rest_server: Server, user: str, rows: Any
 ) -> None:
-    schema = (await api.http.get("/openapi.json")).json()
+    schema = (await rest_server.http.get("/openapi.json")).json()
     body_schema = schema["paths"][NOTIFICATIONS]["post"]["requestBody"]["content"][
         "application/json"
     ]["schema"]
@@ -361,9 +360,11 @@ async def test_a_body_of_each_documented_alternative_is_created(
             field: values[alternative["properties"][field]["type"]],
             **{name: "GENERIC_INFO" if name == "type" else "m" for name in body_schema["required"]},
         }
-        answer = await api.http.post(NOTIFICATIONS, json=request, headers=api.producer)
+        answer = await rest_server.http.post(
+            NOTIFICATIONS, json=request, headers=rest_server.producer
+        )
         assert answer.status_code == 201, (request, answer.text)
-    assert len(await rows(api, user)) == 2
+    assert len(await rows(rest_server, user)) == 2
 
 
 # Logs

@@ -155,23 +155,27 @@ def fuzz_config(base_url: str) -> schemathesis.Config:
     )
 
 
-async def test_every_operation_answers_as_its_openapi_document_says(api: Server, user: str) -> None:
+async def test_every_operation_answers_as_its_openapi_document_says(
+    rest_server: Server, user: str
+) -> None:
     # Items to list and to mark read, so answers carry items and not only errors.
-    unread = await api.send(user, "unread", link_url="https://example.com/x")
-    read = await api.send(user, "read")
-    assert (await api.mark_read(user, read["id"])).status_code == 200
+    unread = await rest_server.send(user, "unread", link_url="https://example.com/x")
+    read = await rest_server.send(user, "read")
+    assert (await rest_server.mark_read(user, read["id"])).status_code == 200
 
-    answer = await api.http.get("/openapi.json")
+    answer = await rest_server.http.get("/openapi.json")
     assert answer.status_code == 200
-    schema = schemathesis.openapi.from_dict(answer.json(), config=fuzz_config(api.base_url))
+    schema = schemathesis.openapi.from_dict(answer.json(), config=fuzz_config(rest_server.base_url))
 
     # A producer of its own: its idempotency keys are its own, whatever other tests sent.
-    producer = {"Authorization": f"Bearer {api.token(f'producer-{user}', scopes=(SEND_SCOPE,))}"}
+    producer = {
+        "Authorization": f"Bearer {rest_server.token(f'producer-{user}', scopes=(SEND_SCOPE,))}"
+    }
 
     def tokens(case: Case[Any]) -> dict[str, str]:
         if (case.method.upper(), case.operation.path) == PRODUCER_CALL:
             return producer
-        return api.auth(user)
+        return rest_server.auth(user)
 
     # The calls block: they run off the event loop, which serves the in-process server.
     run = await asyncio.to_thread(fuzz, schema, tokens, {"notification_id": unread["id"]})

@@ -22,17 +22,17 @@ from .support.tabs import Tab
 pytestmark = pytest.mark.timeout(120)
 
 
-async def cluster(servers: ServerPool) -> tuple[Server, Server]:
+async def cluster(pool: ServerPool) -> tuple[Server, Server]:
     """Two `campana serve` processes sharing the test PostgreSQL and Redis."""
-    first = await servers.get("postgresql", "process", name="a", broker="redis")
-    second = await servers.get("postgresql", "process", name="b", broker="redis")
+    first = await pool.get("postgresql", "process", name="a", broker="redis")
+    second = await pool.get("postgresql", "process", name="b", broker="redis")
     return first, second
 
 
 async def test_every_event_crosses_instances_and_tabs_stay_in_sync(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
-    first, second = await cluster(servers)
+    first, second = await cluster(server_pool)
     async with first.connect(user) as tab_a, second.connect(user) as tab_b:
         await tab_a.start()
         await tab_b.start()
@@ -59,10 +59,10 @@ async def test_every_event_crosses_instances_and_tabs_stay_in_sync(
 
 
 async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
     """Big publishes travel as one Redis message that every instance sorts for its users."""
-    first, second = await cluster(servers)
+    first, second = await cluster(server_pool)
     users = [f"{user}-{i}" for i in range(300)]
     bystander = f"{user}-not-named"
     async with contextlib.AsyncExitStack() as stack:
@@ -89,9 +89,9 @@ async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance
 
 
 async def test_badge_is_exact_when_creates_and_reads_race_across_instances(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
-    first, second = await cluster(servers)
+    first, second = await cluster(server_pool)
     seed = [await first.send(user, f"seed{i}") for i in range(15)]
     async with first.connect(user) as tab_a, second.connect(user) as tab_b:
         await tab_a.start()
@@ -111,9 +111,9 @@ async def test_badge_is_exact_when_creates_and_reads_race_across_instances(
 
 
 async def test_one_subscriber_connection_per_process_for_500_users(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
-    server = await servers.get("postgresql", "process", name="many", broker="redis")
+    server = await server_pool.get("postgresql", "process", name="many", broker="redis")
     assert server.process is not None
     redis_url = server.settings.redis_url
     assert redis_url is not None
@@ -136,9 +136,9 @@ async def test_one_subscriber_connection_per_process_for_500_users(
 
 
 async def test_broker_outage_keeps_rest_working_and_the_client_catches_up(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
-    server = await servers.start("postgresql", "process", redis_url=spare_redis.url)
+    server = await server_pool.start("postgresql", "process", redis_url=spare_redis.url)
     async with server.connect(user) as tab:
         await tab.start()
         before = await server.send(user, "before the outage")
@@ -164,10 +164,10 @@ async def test_broker_outage_keeps_rest_working_and_the_client_catches_up(
 
 
 async def test_a_slow_reader_is_closed_with_1013_while_others_get_everything(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
     # The close's deadline leaves the slow tab time to read up to the close frame later.
-    server = await servers.get(
+    server = await server_pool.get(
         "sqlite", "inprocess", ws_send_queue_size=16, ws_close_timeout_seconds=60.0
     )
     # A tab that stops reading: a tiny receive window, and a client that buffers one frame.
@@ -214,8 +214,8 @@ async def _frames_until_closed(connection: Any) -> int:
     return frames
 
 
-async def test_sigterm_closes_every_socket_with_1012(servers: ServerPool, user: str) -> None:
-    server = await servers.start("sqlite", "process")
+async def test_sigterm_closes_every_socket_with_1012(server_pool: ServerPool, user: str) -> None:
+    server = await server_pool.start("sqlite", "process")
     assert server.process is not None
     async with contextlib.AsyncExitStack() as stack:
         tabs: list[Tab] = [
@@ -230,10 +230,10 @@ async def test_sigterm_closes_every_socket_with_1012(servers: ServerPool, user: 
 
 
 async def test_an_instance_started_while_redis_is_down_serves_and_catches_up(
-    servers: ServerPool, spare_redis: RedisServer, user: str
+    server_pool: ServerPool, spare_redis: RedisServer, user: str
 ) -> None:
     spare_redis.stop()
-    server = await servers.start("postgresql", "process", redis_url=spare_redis.url)
+    server = await server_pool.start("postgresql", "process", redis_url=spare_redis.url)
     async with server.connect(user) as tab:
         assert await tab.start() == ([], 0)
         item = await server.send(user, "while Redis was down")

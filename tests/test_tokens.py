@@ -180,7 +180,7 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(tmp_path: Path
         token = jwt.encode(claims(exp=int(time.time()) + 2), SECRET)
         for _ in range(3):
             assert (await c.get(UNREAD, headers=bearer(token))).status_code == 200
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # timed on purpose: the token's lifetime is what must pass
         await assert_refused(c, token)
 
 
@@ -245,13 +245,13 @@ MALFORMED_CLAIMS: list[tuple[str, dict[str, Any]]] = [
     "changes", [c for _, c in MALFORMED_CLAIMS], ids=[n for n, _ in MALFORMED_CLAIMS]
 )
 async def test_a_signed_token_with_a_malformed_claim_is_refused_on_every_road(
-    api: Server, changes: dict[str, Any]
+    rest_server: Server, changes: dict[str, Any]
 ) -> None:
     """RFC 7519 dates are JSON numbers, and a user id is text the database can store: 401
     on a user's call and on the producer call, 4401 on the socket; never a 500 or 1011."""
     token = signed(**changes, scope="notifications:send")
-    unread = await api.http.get(UNREAD, headers=bearer(token))
-    create = await api.http.post(
+    unread = await rest_server.http.get(UNREAD, headers=bearer(token))
+    create = await rest_server.http.post(
         "/api/v1/notifications/",
         json={"user_id": "u", "type": "GENERIC_INFO", "message": "m"},
         headers=bearer(token),
@@ -260,14 +260,14 @@ async def test_a_signed_token_with_a_malformed_claim_is_refused_on_every_road(
         assert answer.status_code == 401, answer.text
         assert answer.headers["www-authenticate"] == "Bearer"
         assert answer.json()["error"] == "unauthorized"
-    async with api.connect_raw(f"?token={token}") as tab:
+    async with rest_server.connect_raw(f"?token={token}") as tab:
         assert await tab.close_code() == 4401
 
 
-async def test_dates_that_are_json_numbers_are_accepted_fractions_too(api: Server) -> None:
+async def test_dates_that_are_json_numbers_are_accepted_fractions_too(rest_server: Server) -> None:
     now = time.time()
     token = signed(exp=now + 60.5, nbf=now - 1.5, iat=int(now))
-    assert (await api.http.get(UNREAD, headers=bearer(token))).json() == {"count": 0}
+    assert (await rest_server.http.get(UNREAD, headers=bearer(token))).json() == {"count": 0}
 
 
 @pytest.mark.parametrize(

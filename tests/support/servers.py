@@ -31,6 +31,7 @@ from campana.cli import listening_socket, server_options
 from campana.settings import Settings
 
 from .tabs import Tab
+from .waits import until
 
 POSTGRES_URL = os.environ.get(
     "CAMPANA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -40,7 +41,36 @@ REQUIRE_SERVICES = os.environ.get("CAMPANA_TEST_REQUIRE_SERVICES") == "1"
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 ALLOWED_ORIGIN = "http://app.example"
 DATABASES = ("sqlite", "postgresql")
-MODES = ("inprocess", "process")
+# The test servers send a keepalive every 30 s; one whose period is an hour sends none
+# during a test, so that any keepalive a tab gets there answers its ping.
+HOUR_KEEPALIVE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a server is built on: a database, where it runs (``inprocess``: in the test
+    process; ``process``: a ``campana serve`` of its own) and its broker (``memory``: the
+    in-process one; ``redis``: the test Redis)."""
+
+    database: str
+    mode: str
+    broker: str = "memory"
+
+    @property
+    def id(self) -> str:
+        return f"{self.database}-{self.mode}-{self.broker}"
+
+
+# The five setups every socket test runs in (the ``socket_server`` fixture): each database
+# with the in-process broker, in the test process and as a process of its own, and the
+# setup that scales out, PostgreSQL with Redis between processes.
+SOCKET_SETUPS = (
+    Setup("sqlite", "inprocess"),
+    Setup("postgresql", "inprocess"),
+    Setup("sqlite", "process"),
+    Setup("postgresql", "process"),
+    Setup("postgresql", "process", "redis"),
+)
 
 
 def campana(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -128,6 +158,17 @@ class Server:
         count: int = answer.json()["count"]
         return count
 
+    def log(self) -> str:
+        """What a ``campana serve`` process has written to its log so far."""
+        assert self.log_path is not None, "an in-process server logs into the test's output"
+        return self.log_path.read_text(errors="replace")
+
+    async def logged(self, text: str, *, since: int = 0) -> str:
+        """The log from character ``since`` on, once that part holds ``text``. The process
+        writes in its own time: a line that follows what a test looks for is its marker."""
+        await until(lambda: text in self.log()[since:], within=10, what=f"{text!r} logged")
+        return self.log()[since:]
+
     def connect(self, user_id: str, **options: Any) -> Tab:
         token = options.pop("token", None) or self.token(user_id)
         return Tab(f"{self.ws_url}?token={token}", **options)
@@ -192,6 +233,10 @@ class ServerPool:
         if key not in self._servers:
             self._servers[key] = await self.start(database, mode, **overrides)
         return self._servers[key]
+
+    async def in_setup(self, setup: Setup, **overrides: Any) -> Server:
+        """``get`` for a server built as ``setup`` says."""
+        return await self.get(setup.database, setup.mode, broker=setup.broker, **overrides)
 
     async def start(
         self, database: str, mode: str, *, descriptor_limit: int | None = None, **overrides: Any
