@@ -387,15 +387,16 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
 
 
 async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_error(
-    servers: ServerPool, user: str
+    server_pool: ServerPool, user: str
 ) -> None:
     """A restart or a proxy's idle timeout drops connections that wait in the pool; the
     next calls get new ones (checked because they waited), not a 503."""
-    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    postgres = make_url(POSTGRES_URL)
+    proxy = await TcpProxy(postgres.host or "127.0.0.1", postgres.port or 5432).start()
     try:
         [server] = await start_cluster(
-            servers,
-            [servers.redis_url],
+            server_pool,
+            [server_pool.redis_url],
             database_url=proxy.url_for(POSTGRES_URL),
             database_timeout_seconds=2.0,
         )
