@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from sqlalchemy import (
     Row,
+    Select,
     String,
     Table,
     bindparam,
@@ -254,10 +255,9 @@ async def _newest_sqlite(
         newest[user_id] = list(await list_notifications(session, user_id, skip=0, limit=limit))
 
 
-async def _newest_pg(session: AsyncSession, newest: dict[str, list[AnyRow]], limit: int) -> None:
-    # One index range scan of at most ``limit`` rows per user, however many items they have.
+def _newest_statement_pg() -> Select[Any]:
     wanted = (
-        func.unnest(bindparam("user_ids", list(newest), type_=postgresql.ARRAY(String)))
+        func.unnest(bindparam("user_ids", type_=postgresql.ARRAY(String)))
         .table_valued("user_id")
         .render_derived("wanted")
     )
@@ -265,15 +265,25 @@ async def _newest_pg(session: AsyncSession, newest: dict[str, list[AnyRow]], lim
         select(*ITEM_COLUMNS)
         .where(notifications.c.user_id == wanted.c.user_id)
         .order_by(*NEWEST_FIRST)
-        .limit(limit)
+        .limit(bindparam("limit"))
         .lateral("newest")
     )
-    result = await session.execute(
+    return (
         select(wanted.c.user_id, per_user)
         .select_from(wanted)
         .join(per_user, true())
         .order_by(wanted.c.user_id, per_user.c.created_at.desc(), per_user.c.id.desc())
     )
+
+
+# One index range scan of at most ``limit`` rows per user, however many items they have.
+# Built once: making the statement cost more than running it for a small batch (a
+# reconnect storm reads many).
+_NEWEST_PG = _newest_statement_pg()
+
+
+async def _newest_pg(session: AsyncSession, newest: dict[str, list[AnyRow]], limit: int) -> None:
+    result = await session.execute(_NEWEST_PG, {"user_ids": list(newest), "limit": limit})
     for row in result:
         newest[row.user_id].append(row)
 
