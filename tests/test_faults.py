@@ -330,19 +330,28 @@ async def test_tabs_on_the_surviving_instance_converge_after_the_other_is_killed
         assert not tabs[0].is_open
 
 
-@pytest.mark.parametrize("fault", ["cut", "stall"])
-async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_after(
-    server_pool: ServerPool, user: str, fault: str
-) -> None:
+@contextlib.asynccontextmanager
+async def behind_a_postgres_proxy(pool: ServerPool) -> AsyncIterator[tuple[Server, TcpProxy]]:
+    """A server whose PostgreSQL is reached through a proxy the test can cut or stall."""
     postgres = make_url(POSTGRES_URL)
     proxy = await TcpProxy(postgres.host or "127.0.0.1", postgres.port or 5432).start()
     try:
         [server] = await start_cluster(
-            server_pool,
-            [server_pool.redis_url],
+            pool,
+            [pool.redis_url],
             database_url=proxy.url_for(POSTGRES_URL),
             database_timeout_seconds=2.0,
         )
+        yield server, proxy
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_after(
+    server_pool: ServerPool, user: str, fault: str
+) -> None:
+    async with behind_a_postgres_proxy(server_pool) as (server, proxy):
         seed = await server.send(user, "before the outage")
         async with open_tabs(user, server) as tabs:
             proxy.cut() if fault == "cut" else proxy.stall()
@@ -382,8 +391,6 @@ async def test_rest_answers_503_while_postgresql_is_unreachable_and_works_again_
             assert (await server.mark_read(user, seed["id"])).status_code == 200
             await converge(f"PostgreSQL {fault}", tabs, server, user, since=since, within=10)
             assert after["id"] in tabs[0].view.items
-    finally:
-        await proxy.close()
 
 
 async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_error(
@@ -391,15 +398,7 @@ async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_err
 ) -> None:
     """A restart or a proxy's idle timeout drops connections that wait in the pool; the
     next calls get new ones (checked because they waited), not a 503."""
-    postgres = make_url(POSTGRES_URL)
-    proxy = await TcpProxy(postgres.host or "127.0.0.1", postgres.port or 5432).start()
-    try:
-        [server] = await start_cluster(
-            server_pool,
-            [server_pool.redis_url],
-            database_url=proxy.url_for(POSTGRES_URL),
-            database_timeout_seconds=2.0,
-        )
+    async with behind_a_postgres_proxy(server_pool) as (server, proxy):
         # Several calls at once leave several connections in the pool.
         await asyncio.gather(*(server.send(user, f"warm {i}") for i in range(4)))
         proxy.cut()
@@ -419,8 +418,6 @@ async def test_pooled_connections_dropped_while_idle_are_replaced_without_an_err
             "/api/v1/notifications/unread-count", headers=server.auth(user)
         )
         assert count.json() == {"count": 5}
-    finally:
-        await proxy.close()
 
 
 def logs_of(*servers: Server) -> str:

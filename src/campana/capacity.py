@@ -48,7 +48,7 @@ def raise_descriptor_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = MAX_RAISED_LIMIT if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
-        # ClosingSocket above the kernel's nr_open, say: the soft limit stays.
+        # Refused above the kernel's nr_open, say: the soft limit stays.
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return descriptor_limit()

@@ -94,7 +94,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
 # A pooled connection that waited this long is checked before it is used: the server or
 # a proxy may have dropped it meanwhile. One in steady use is not: SQLAlchemy's pre-ping
 # checks every checkout with three round trips (BEGIN, an empty query, ROLLBACK on
-# asyncpg), which cost a create batch a third of its database time; a connection lost
+# asyncpg), half of a create batch's six; a connection lost
 # while in use is invalidated by the error its query raises (with every older one).
 IDLE_CHECK_SECONDS = 1.0
 _RETURNED_AT = "campana_returned_at"
