@@ -293,7 +293,10 @@ async def test_a_change_committed_by_a_process_that_died_before_publishing_reach
         try:
             async with store.create_sessionmaker(engine).begin() as session:
                 await store.add_notifications(session, [_new_row(user, "never published")])
-                assert await store.mark_read(session, user, uuid.UUID(item["id"])) is not None
+                read = await store.change_notification(
+                    session, user, uuid.UUID(item["id"]), store.Action.READ
+                )
+                assert read is not None and read.badge is not None
         finally:
             await engine.dispose()
         since = time.monotonic()

@@ -129,7 +129,7 @@ async def test_skip_pages_as_the_contract_has_it_and_its_link_turns_into_a_curso
     [
         ({"before": "not-a-uuid"}, "query.before: "),
         ({"is_read": "maybe"}, "query.is_read: "),
-        ({"type": "NOT_A_TYPE"}, "query.type: "),
+        ({"type": "NOT_A_TYPE"}, "query.type.0: "),
     ],
 )
 async def test_bad_cursors_and_filters_are_422(

@@ -58,13 +58,14 @@ async def test_items_created_together_are_ordered_by_id_descending(
     assert keys == sorted(keys, reverse=True)
 
 
-async def test_item_has_exactly_the_guides_fields_and_a_zoned_timestamp(
+async def test_item_has_the_guides_fields_its_states_and_a_zoned_timestamp(
     rest_server: Server, user: str
 ) -> None:
     item = await rest_server.send(user, "  padded  ", link_url="https://example.com/x")
-    assert set(item) == {"id", "message", "type", "link_url", "is_read", "created_at"}
+    guide = {"id", "message", "type", "link_url", "is_read", "created_at"}
+    assert set(item) == guide | {"is_seen", "is_archived"}
     assert item["message"] == "padded"
-    assert item["is_read"] is False
+    assert (item["is_read"], item["is_seen"], item["is_archived"]) == (False, False, False)
     assert item["created_at"].endswith(("Z", "+00:00"))
     uuid.UUID(item["id"])
 
@@ -241,10 +242,10 @@ async def test_mark_read_answers_the_updated_item_and_again_unchanged(
     item = await rest_server.send(user)
     answer = await rest_server.mark_read(user, item["id"])
     assert answer.status_code == 200
-    assert answer.json() == {**item, "is_read": True}
+    assert answer.json() == {**item, "is_read": True, "is_seen": True}
     again = await rest_server.mark_read(user, item["id"])
     assert again.status_code == 200
-    assert again.json() == {**item, "is_read": True}
+    assert again.json() == {**item, "is_read": True, "is_seen": True}
     assert [row["is_read"] for row in await rows(rest_server, user)] == [True]
     assert await rest_server.unread_count(user) == 0
 
@@ -282,7 +283,7 @@ async def test_read_all_answers_zero_and_reads_every_item(
         "/api/v1/notifications/read-all", headers=rest_server.auth(user)
     )
     assert answer.status_code == 200
-    assert answer.json() == {"count": 0}
+    assert answer.json() == {"count": 0, "changed": 3, "done": True}
     assert [row["is_read"] for row in await rows(rest_server, user)] == [True, True, True]
     assert await rest_server.unread_count(user + "-other") == 1
     assert other["is_read"] is False

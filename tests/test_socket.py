@@ -86,6 +86,7 @@ async def test_created_reaches_every_socket_of_the_user_and_no_one_else(
 async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
     socket_server: Server, user: str
 ) -> None:
+    """The guide's pair, then the item's whole new state (a guide client ignores it)."""
     item = await socket_server.send(user)
     async with socket_server.connect(user) as tab:
         await tab.start()
@@ -96,6 +97,10 @@ async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
             "payload": {"id": item["id"], "is_read": True},
         }
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
+        assert await tab.next_event() == {
+            "event": "notification.updated",
+            "payload": {**item, "is_read": True, "is_seen": True},
+        }
 
         assert (await socket_server.mark_read(user, item["id"])).status_code == 200
         await socket_server.assert_quiet(tab, user)
@@ -111,9 +116,17 @@ async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
         answer = await socket_server.http.post(
             "/api/v1/notifications/read-all", headers=socket_server.auth(user)
         )
-        assert answer.json() == {"count": 0}
+        assert answer.json() == {"count": 0, "changed": 3, "done": True}
 
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
+        # What changed, for clients that hold items (a guide client ignores it).
+        assert await tab.next_event() == {
+            "event": "notifications.changed",
+            "payload": {
+                "change": {"is_read": True, "is_seen": True},
+                "filter": {"archived": False, "types": None, "is_read": None, "up_to": None},
+            },
+        }
         await socket_server.assert_quiet(tab, user)
 
 

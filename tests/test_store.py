@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from campana import migrations, snapshots, store
-from campana.store import Badge, NewNotification
+from campana.store import Action, Badge, NewNotification, View
 
 from .support.servers import DATABASES, database_url
 
@@ -27,26 +27,77 @@ QUERIES: dict[str, tuple[Query, str | dict[str, str]]] = {
         lambda s: store.unread_count(s, "u"),
         {"postgresql": "pk_user_versions", "sqlite": "sqlite_autoindex_user_versions_1"},
     ),
-    "read-all": (lambda s: store.mark_all_read(s, "u"), "ix_notifications_user_unread"),
     "newest-first": (
         lambda s: store.list_notifications(s, "u", skip=0, limit=20),
-        "ix_notifications_user_newest",
+        "ix_notifications_inbox",
     ),
     "cursor-page": (
         lambda s: store.list_notifications(
             s, "u", limit=21, before=(datetime.now(UTC), uuid.UUID(int=0))
         ),
-        "ix_notifications_user_newest",
-    ),
-    "unread-page": (
-        lambda s: store.list_notifications(s, "u", limit=21, is_read=False),
-        "ix_notifications_user_unread",
+        "ix_notifications_inbox",
     ),
     "newest-first-of-many-users": (
         lambda s: store.newest_notifications(s, ["u", "v"], 20),
-        "ix_notifications_user_newest",
+        "ix_notifications_inbox",
+    ),
+    "unread-page": (
+        lambda s: store.list_notifications(s, "u", limit=21, view=View(is_read=False)),
+        "ix_notifications_unread_type",
+    ),
+    "unseen-page": (
+        lambda s: store.list_notifications(s, "u", limit=21, view=View(is_seen=False)),
+        "ix_notifications_unseen_type",
+    ),
+    "archived-page": (
+        lambda s: store.list_notifications(s, "u", limit=21, view=View(archived=True)),
+        "ix_notifications_archived_type",
+    ),
+    "types-page": (
+        lambda s: store.list_notifications(
+            s,
+            "u",
+            limit=21,
+            before=(datetime.now(UTC), uuid.UUID(int=0)),
+            view=View(types=("CAMPAIGN_ERROR", "CAMPAIGN_COMPLETED")),
+        ),
+        "ix_notifications_inbox_type",
+    ),
+    "unread-of-a-type-page": (
+        lambda s: store.list_notifications(
+            s, "u", limit=21, view=View(types=("CAMPAIGN_ERROR",), is_read=False)
+        ),
+        "ix_notifications_unread_type",
+    ),
+    "read-all-batch": (
+        lambda s: _batch(s, Action.READ, View()),
+        "ix_notifications_unread_type",
+    ),
+    "seen-all-batch": (
+        lambda s: _batch(s, Action.SEEN, View()),
+        "ix_notifications_unseen_type",
+    ),
+    "archive-all-batch": (
+        lambda s: _batch(s, Action.ARCHIVE, View(types=("GENERIC_INFO",))),
+        "ix_notifications_inbox_type",
+    ),
+    "delete-archived-batch": (
+        lambda s: _batch(s, Action.DELETE, View(archived=True)),
+        "ix_notifications_archived_type",
     ),
 }
+
+
+async def _batch(session: AsyncSession, action: Action, view: View) -> store.Batch:
+    """A bulk change's batch past its first (a cursor), for a user with no such item: its
+    last statement is the search (the transaction is never committed)."""
+    await session.execute(
+        text("INSERT INTO user_versions (user_id, version) VALUES ('u', 1) ON CONFLICT DO NOTHING")
+    )
+    after = ("GENERIC_INFO", datetime.now(UTC), uuid.UUID(int=0))
+    return await store.change_batch(
+        session, "u", action, view, up_to_version=10, after=after, limit=1000
+    )
 
 
 async def migrated_engine(
@@ -103,14 +154,14 @@ async def test_a_user_named_k_times_gets_k_consecutive_versions_and_its_unread_c
         sessions = store.create_sessionmaker(engine)
         async with sessions.begin() as session:
             added = await store.add_notifications(session, new_rows([first, second, first]))
-            assert added == {first: Badge(2, 2), second: Badge(1, 1)}
+            assert _unread(added) == {first: (2, 2), second: (1, 1)}
         async with sessions.begin() as session:
             added = await store.add_notifications(
                 session, new_rows([second, first, second, second], read=(1, 3))
             )
-            assert added == {first: Badge(3, 2), second: Badge(4, 3)}
-            assert await store.badge(session, second) == Badge(4, 3)
-            assert await store.badge(session, "nobody-" + tmp_path.name) == Badge(0, 0)
+            assert _unread(added) == {first: (3, 2), second: (4, 3)}
+            assert _unread({second: await store.badge(session, second)}) == {second: (4, 3)}
+            assert await store.badge(session, "nobody-" + tmp_path.name) == store.NO_BADGE
     finally:
         await engine.dispose()
 
@@ -165,7 +216,9 @@ async def test_a_cursor_walks_items_of_one_instant_once_each_in_id_order(
             while page := await store.list_notifications(session, user, limit=2, before=before):
                 walked += page
                 before = (page[-1].created_at, page[-1].id)
-            unread = await store.list_notifications(session, user, limit=10, is_read=False)
+            unread = await store.list_notifications(
+                session, user, limit=10, view=View(is_read=False)
+            )
     finally:
         await engine.dispose()
     assert len({row.created_at for row in everything}) == 1
@@ -204,15 +257,20 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
         await engine.dispose()
 
     def opening(user_id: str) -> tuple[list[str], dict[str, int]]:
-        snapshot, count = (orjson.loads(event.json) for event in frames[user_id])
-        assert [snapshot["event"], count["event"]] == ["snapshot", "unread_count.updated"]
+        snapshot, count, counts = (orjson.loads(event.json) for event in frames[user_id])
+        assert [frame["event"] for frame in (snapshot, count, counts)] == [
+            "snapshot",
+            "unread_count.updated",
+            "counts.updated",
+        ]
+        assert counts["payload"]["unread"] == count["payload"]["count"]
         return [item["message"] for item in snapshot["payload"]], count["payload"]
 
     assert opening(busy) == ([f"{busy} {i}" for i in (6, 5, 4, 3, 2)], {"count": 3})
     assert opening(quiet) == ([f"{quiet} 1", f"{quiet} 0"], {"count": 1})
     assert opening(empty) == ([], {"count": 0})
-    assert [event.version for event in frames[busy]] == [7, 7]
-    assert [event.version for event in frames[empty]] == [0, 0]
+    assert [event.version for event in frames[busy]] == [7, 7, 7]
+    assert [event.version for event in frames[empty]] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("database", DATABASES)
@@ -239,22 +297,23 @@ async def test_the_migration_counts_each_users_unread_items(
                 await connection.execute(
                     text("INSERT INTO user_versions (user_id, version) VALUES ('a', 3), ('c', 1)")
                 )
-                for user_id, is_read in (
-                    ("a", True),
-                    ("a", False),
-                    ("a", False),
-                    ("b", False),
-                    ("c", True),
+                for user_id, kind, is_read in (
+                    ("a", "GENERIC_INFO", True),
+                    ("a", "CAMPAIGN_ERROR", False),
+                    ("a", "GENERIC_INFO", False),
+                    ("b", "CAMPAIGN_ERROR", False),
+                    ("c", "GENERIC_INFO", True),
                 ):
                     await connection.execute(
                         text(
                             "INSERT INTO notifications"
                             " (id, user_id, type, message, is_read, created_at)"
-                            " VALUES (:id, :user_id, 'GENERIC_INFO', 'm', :is_read, :created_at)"
+                            " VALUES (:id, :user_id, :type, 'm', :is_read, :created_at)"
                         ),
                         {
                             "id": uuid.uuid4().hex if database == "sqlite" else uuid.uuid4(),
                             "user_id": user_id,
+                            "type": kind,
                             "is_read": is_read,
                             "created_at": datetime(2026, 1, 1)
                             if database == "sqlite"
@@ -264,12 +323,24 @@ async def test_the_migration_counts_each_users_unread_items(
             await asyncio.to_thread(migrations.upgrade, url)
             async with store.create_sessionmaker(engine)() as session:
                 found = await store.badges(session, ["a", "b", "c", "d"])
+                items = await store.list_notifications(session, "a", limit=10)
         finally:
             await engine.dispose()
     finally:
         if database == "postgresql":
             await _postgres_admin(database_url(database_urls, database), f"DROP DATABASE {name}")
-    assert found == {"a": Badge(3, 2), "b": Badge(0, 1), "c": Badge(1, 0), "d": Badge(0, 0)}
+    assert _unread(found) == {"a": (3, 2), "b": (0, 1), "c": (1, 0), "d": (0, 0)}
+    # Per type too; existing items count as seen, none is archived.
+    assert found["a"].by_type()["GENERIC_INFO"] == (1, 0)
+    assert found["a"].by_type()["CAMPAIGN_ERROR"] == (1, 0)
+    assert found["b"].by_type()["CAMPAIGN_ERROR"] == (1, 0)
+    assert {badge.unseen for badge in found.values()} == {0}
+    assert [(row.is_seen, row.is_archived) for row in items] == [(True, False)] * 3
+
+
+def _unread(badges: dict[str, Badge]) -> dict[str, tuple[int, int]]:
+    """Each user's version and unread count."""
+    return {user_id: (badge.version, badge.unread) for user_id, badge in badges.items()}
 
 
 async def _postgres_admin(url: str, statement: str) -> None:

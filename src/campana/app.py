@@ -31,6 +31,7 @@ from campana.connection import SocketLimits
 from campana.creates import Creator, purge_idempotency_keys
 from campana.hub import Hub
 from campana.limits import ConnectionLimits
+from campana.notifications import BulkChanges
 from campana.publisher import Publisher
 from campana.settings import Settings, load_settings
 from campana.snapshots import SnapshotLoader
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publisher=publisher,
             hub=hub,
             creates=creates,
+            bulk=BulkChanges(db, publisher),
             snapshots=snapshots,
             verifier=TokenVerifier(settings),
             capacity=Capacity(caps),
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 async with asyncio.timeout(services_seconds):
                     # Before the hub closes the broker: what is queued is written and published.
                     await creates.close()
+                    await services.bulk.close()
                     await publisher.close()
                     await hub.close(services_seconds / 2)
             await engine.dispose()

@@ -107,7 +107,9 @@ BACKOFF_MAX_SECONDS = 5.0
 def encode_events(events: Sequence[Event]) -> bytes:
     """One message for several events; each frame travels untouched, serialised once."""
     # Fields in the order of Event, so a record unpacks straight into one.
-    return orjson.dumps([[e.user_id, e.version, e.name, e.json, e.published_at] for e in events])
+    return orjson.dumps(
+        [[e.user_id, e.version, e.name, e.json, e.published_at, e.part] for e in events]
+    )
 
 
 class MalformedMessage(ValueError):
@@ -128,19 +130,20 @@ def decode_events(data: bytes, wanted: set[str]) -> list[Event]:
         raise MalformedMessage("not a list of events")
     events = []
     for record in records:
-        if not isinstance(record, list) or len(record) != 5 or not isinstance(record[0], str):
-            raise MalformedMessage("an event is not a record of five fields")
+        if not isinstance(record, list) or len(record) != 6 or not isinstance(record[0], str):
+            raise MalformedMessage("an event is not a record of six fields")
         if record[0] not in wanted:
             continue
-        user_id, version, name, text, published_at = record
+        user_id, version, name, text, published_at, part = record
         if not (
             type(version) is int
             and isinstance(name, str)
             and isinstance(text, str)
             and type(published_at) in (int, float)
+            and type(part) is int
         ):
             raise MalformedMessage("an event's fields have the wrong types")
-        events.append(Event(user_id, version, name, text, float(published_at)))
+        events.append(Event(user_id, version, name, text, float(published_at), part))
     return events
 
 

@@ -31,6 +31,7 @@ from campana.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_TOKEN_REFUSED,
     CLOSE_TRY_AGAIN_LATER,
+    COUNTS_UPDATED,
     KEEPALIVE_EVENT,
     KEEPALIVE_WIRE,
     Event,
@@ -115,6 +116,7 @@ class Connection:
         "_reload_again",
         "_source",
         "_versions",
+        "_wants_counts",
         "keepalive_slot",
         "socket",
         "user_id",
@@ -127,8 +129,13 @@ class Connection:
         limits: SocketLimits,
         expires_at: float,
         source: OpeningSource,
+        *,
+        counts: bool = False,
     ) -> None:
         self.socket = socket
+        # Asked for ``counts.updated``; without, it is admitted (its version counts) but
+        # never written, and the socket gets exactly the guide's frames.
+        self._wants_counts = counts
         self.user_id = user_id
         self._source = source
         self._reading: asyncio.Task[None] | None = None  # a reload's read, while it runs
@@ -181,7 +188,8 @@ class Connection:
                 continue
             verdict = self._versions.admit(event)
             if verdict is Verdict.SEND:
-                ready.append(wire)
+                if self._wants_counts or event.name != COUNTS_UPDATED:
+                    ready.append(wire)
                 continue
             if ready:  # what was admitted goes out before anything the verdict releases
                 self.socket.write(b"".join(ready))
@@ -334,6 +342,8 @@ class Connection:
     def _offer(self, event: Event, wire: bytes | None) -> int:
         verdict = self._versions.admit(event)
         if verdict is Verdict.SEND:
+            if not self._wants_counts and event.name == COUNTS_UPDATED:
+                return 0
             self.socket.write(wire if wire is not None else to_wire(event.json))
             return 1
         return self._act_on(verdict, event)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campana import metrics, store
 from campana.errors import IdempotencyConflict, InvalidRequest
-from campana.protocol import Event, count_event, created_event
+from campana.protocol import Event, count_event, counts_event, created_event
 from campana.publisher import Publisher
 from campana.schemas import (
     IDEMPOTENCY_KEY_MAX_CHARS,
@@ -158,6 +158,7 @@ def _creation_events(
         events.append(created_event(user_id, version, item, committed_at))
         if remaining[user_id] == 0:
             events.append(count_event(user_id, version, badge.unread, committed_at))
+            events.append(counts_event(user_id, version, badge.counts_payload(), committed_at))
     return events
 
 

@@ -135,9 +135,12 @@ class Hub:
             for connection in tuple(group):
                 connection.reload("broker")
 
-    def attach(self, socket: Socket, *, user_id: str, expires_at: float) -> Connection | Refused:
+    def attach(
+        self, socket: Socket, *, user_id: str, expires_at: float, counts: bool = False
+    ) -> Connection | Refused:
         """Register an accepted socket and subscribe its user, or say which cap refuses it
-        (the socket closes itself with the code).
+        (the socket closes itself with the code). ``counts``: the socket asked for
+        ``counts.updated``.
 
         Live events queue on the connection from here on; ``open`` sends the first frames
         in front of them.
@@ -145,7 +148,9 @@ class Hub:
         if self._socket_count >= self._limits.per_process:
             metrics.sockets_refused.labels("process_full").inc()
             return Refused(CLOSE_TRY_AGAIN_LATER)
-        connection = Connection(socket, user_id, self._limits, expires_at, self._snapshots)
+        connection = Connection(
+            socket, user_id, self._limits, expires_at, self._snapshots, counts=counts
+        )
         connections = self._by_user.get(user_id)
         if connections is None:
             connections = self._by_user[user_id] = {}

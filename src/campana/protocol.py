@@ -25,6 +25,14 @@ NOTIFICATION_CREATED: Final = "notification.created"
 NOTIFICATION_READ: Final = "notification.read"
 UNREAD_COUNT_UPDATED: Final = "unread_count.updated"
 KEEPALIVE: Final = "keepalive"
+# Beyond the guide (a client written to it ignores them): an item's new state, an item
+# gone, a bulk change done, and every count (only to sockets that ask: ``?counts=1``).
+NOTIFICATION_UPDATED: Final = "notification.updated"
+NOTIFICATION_DELETED: Final = "notification.deleted"
+NOTIFICATIONS_CHANGED: Final = "notifications.changed"
+COUNTS_UPDATED: Final = "counts.updated"
+# The socket's query parameter that asks for ``counts.updated``.
+COUNTS_PARAMETER: Final = "counts"
 # Between processes only, never on a socket: "this user is at this version now" (a
 # process whose publish failed sends it, so that sockets behind it reload their state).
 USER_VERSION: Final = "user.version"
@@ -51,7 +59,9 @@ class Event:
 
     ``version`` orders a user's changes: the server stamps it inside the transaction that
     makes the change, so a socket can drop an ``unread_count.updated`` older than the one
-    it already sent. The version never reaches the wire.
+    it already sent. One change may be several events (``notification.read``, then
+    ``notification.updated``; a count, then every count): ``part`` orders them within
+    their version. Neither reaches the wire.
     """
 
     user_id: str
@@ -59,10 +69,14 @@ class Event:
     name: str
     json: str
     published_at: float = 0.0  # wall clock after the commit; 0 for events made per socket
+    part: int = 0
 
     @property
     def is_count(self) -> bool:
-        return self.name == UNREAD_COUNT_UPDATED
+        return self.name in COUNT_EVENTS
+
+
+COUNT_EVENTS: Final = frozenset({UNREAD_COUNT_UPDATED, COUNTS_UPDATED})
 
 
 def created_event(
@@ -79,9 +93,41 @@ def read_event(
     return Event(user_id, version, NOTIFICATION_READ, text, published_at)
 
 
-def count_event(user_id: str, version: int, count: int, published_at: float = 0.0) -> Event:
+def updated_event(
+    user_id: str, version: int, item: ItemPayload, published_at: float = 0.0, part: int = 0
+) -> Event:
+    text = event_json(NOTIFICATION_UPDATED, item)
+    return Event(user_id, version, NOTIFICATION_UPDATED, text, published_at, part)
+
+
+def deleted_event(
+    user_id: str, version: int, notification_id: uuid.UUID, published_at: float = 0.0
+) -> Event:
+    text = event_json(NOTIFICATION_DELETED, {"id": str(notification_id)})
+    return Event(user_id, version, NOTIFICATION_DELETED, text, published_at)
+
+
+def changed_event(
+    user_id: str, version: int, change: dict[str, Any], published_at: float = 0.0
+) -> Event:
+    """A bulk change done: ``change`` is ``{"change": ..., "filter": ...}``."""
+    text = event_json(NOTIFICATIONS_CHANGED, change)
+    return Event(user_id, version, NOTIFICATIONS_CHANGED, text, published_at)
+
+
+def count_event(
+    user_id: str, version: int, count: int, published_at: float = 0.0, part: int = 0
+) -> Event:
     text = event_json(UNREAD_COUNT_UPDATED, {"count": count})
-    return Event(user_id, version, UNREAD_COUNT_UPDATED, text, published_at)
+    return Event(user_id, version, UNREAD_COUNT_UPDATED, text, published_at, part)
+
+
+def counts_event(
+    user_id: str, version: int, counts: dict[str, Any], published_at: float = 0.0, part: int = 1
+) -> Event:
+    """Every count (``schemas.counts_payload``); after the unread count of its version."""
+    text = event_json(COUNTS_UPDATED, counts)
+    return Event(user_id, version, COUNTS_UPDATED, text, published_at, part)
 
 
 def snapshot_event(user_id: str, version: int, items: list[ItemPayload]) -> Event:

@@ -52,6 +52,8 @@ class NotificationItem(BaseModel):
                     "type": "CAMPAIGN_SCHEDULED",
                     "link_url": "/campaigns/981",
                     "is_read": False,
+                    "is_seen": False,
+                    "is_archived": False,
                     "created_at": "2026-11-28T07:00:00.123456Z",
                 }
             ]
@@ -63,6 +65,11 @@ class NotificationItem(BaseModel):
     type: NotificationType
     link_url: str | None
     is_read: bool
+    is_seen: bool = Field(
+        description="The user has had it in front of them (opened the bell). A read item is"
+        " always seen."
+    )
+    is_archived: bool = Field(description="Out of the inbox, in the archived view.")
     created_at: datetime = Field(description="ISO-8601 with zone offset, server time.")
 
 
@@ -227,6 +234,63 @@ class NotificationCreate(BaseModel):
 
 class UnreadCount(BaseModel):
     count: int = Field(ge=0, examples=[3])
+
+
+class TypeCounts(BaseModel):
+    unread: int = Field(ge=0)
+    unseen: int = Field(ge=0)
+
+
+class Counts(BaseModel):
+    """The inbox's counts (archived items count for none), exact, uncapped."""
+
+    unread: int = Field(ge=0, examples=[4])
+    unseen: int = Field(ge=0, examples=[2])
+    by_type: dict[NotificationType, TypeCounts] = Field(
+        description="Every type, each with its unread and unseen items."
+    )
+
+
+def counts_payload(by_type: dict[str, tuple[int, int]], unread: int, unseen: int) -> ItemPayload:
+    """``Counts`` as JSON-ready values (the ``counts.updated`` payload), every type in it."""
+    return {
+        "unread": unread,
+        "unseen": unseen,
+        "by_type": {
+            kind: {"unread": kind_unread, "unseen": kind_unseen}
+            for kind, (kind_unread, kind_unseen) in by_type.items()
+        },
+    }
+
+
+class BulkChange(BaseModel):
+    """Which items a bulk call changes: all fields optional, an empty body is every item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    types: list[NotificationType] | None = Field(
+        None, min_length=1, max_length=len(NotificationType), description="Of these types only."
+    )
+    up_to: uuid.UUID | None = Field(
+        None,
+        description="The id of the newest item the user could see: only items created with"
+        " it or before change, so one arriving during the call never does (404 if it is not"
+        " one of yours).",
+    )
+    is_read: bool | None = Field(None, description="Only read (`true`) or unread items.")
+    archived: bool | None = Field(
+        None,
+        description="`delete-all` only: `true` empties the archived view instead of the inbox.",
+    )
+
+
+class BulkResult(BaseModel):
+    count: int = Field(ge=0, description="The unread count after it (202: so far).")
+    changed: int = Field(ge=0, description="Items it changed (202: so far).")
+    done: bool = Field(
+        description="`false` (202): it carries on in the server, counts are pushed as it"
+        " goes and `notifications.changed` when it is done."
+    )
 
 
 ItemPayload = dict[str, Any]  # a NotificationItem as JSON-ready values

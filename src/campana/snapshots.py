@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Awaitable, Sequence
 
 from campana import store
-from campana.protocol import Event, count_event, snapshot_event
+from campana.protocol import Event, count_event, counts_event, snapshot_event
 from campana.schemas import item_payloads
 from campana.store import Database
 
@@ -70,9 +70,10 @@ class SnapshotLoader:
 
 
 async def read_openings(db: Database, *, user_ids: list[str], size: int) -> dict[str, list[Event]]:
-    """The frames each user's new socket starts with: ``snapshot`` then ``unread_count.updated``.
+    """The frames each user's new socket starts with: ``snapshot``, ``unread_count.updated``,
+    then ``counts.updated`` (only sockets that asked for it are sent it).
 
-    Both are read at one instant and carry that instant's version, so a socket can tell
+    All are read at one instant and carry that instant's version, so a socket can tell
     which live events they already include.
     """
     async with db.begin() as session:
@@ -88,5 +89,6 @@ async def read_openings(db: Database, *, user_ids: list[str], size: int) -> dict
         openings[user_id] = [
             snapshot_event(user_id, badge.version, items),
             count_event(user_id, badge.version, badge.unread),
+            counts_event(user_id, badge.version, badge.counts_payload()),
         ]
     return openings

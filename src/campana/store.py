@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import time
 import uuid
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Row,
     Select,
     String,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -38,7 +41,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from campana.errors import DatabaseUnavailable
-from campana.models import IdempotencyRecord, Notification, UserVersion
+from campana.models import (
+    COUNT_COLUMNS,
+    COUNTED_TYPES,
+    IdempotencyRecord,
+    Notification,
+    UserVersion,
+)
+from campana.schemas import ItemPayload, counts_payload
 from campana.settings import Settings
 
 notifications = cast(Table, Notification.__table__)
@@ -56,9 +66,14 @@ ITEM_COLUMNS = (
     notifications.c.type,
     notifications.c.link_url,
     notifications.c.is_read,
+    notifications.c.is_seen,
+    notifications.c.is_archived,
     notifications.c.created_at,
 )
 NEWEST_FIRST = (notifications.c.created_at.desc(), notifications.c.id.desc())
+# Written as the partial indexes' predicates are, so that both databases use them.
+IN_INBOX = not_(notifications.c.is_archived)
+COUNTS = tuple(user_versions.c[name] for name in COUNT_COLUMNS)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -175,21 +190,67 @@ async def use_snapshot_isolation(session: AsyncSession) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Badge:
-    """A user's version and unread count, read or written together under its row lock."""
+    """A user's version and inbox counts, read or written together under its row lock.
+
+    ``counts`` are the values of ``models.COUNT_COLUMNS``, in that order: the unread and
+    unseen totals, then unread and unseen per type.
+    """
 
     version: int
-    unread: int
+    counts: tuple[int, ...]
+
+    @property
+    def unread(self) -> int:
+        return self.counts[0]
+
+    @property
+    def unseen(self) -> int:
+        return self.counts[1]
+
+    def by_type(self) -> dict[str, tuple[int, int]]:
+        """Each type's (unread, unseen)."""
+        return {
+            kind: (self.counts[2 + 2 * i], self.counts[3 + 2 * i])
+            for i, kind in enumerate(COUNTED_TYPES)
+        }
+
+    def counts_payload(self) -> ItemPayload:
+        """What ``counts.updated`` and ``GET /counts`` say."""
+        return counts_payload(self.by_type(), self.unread, self.unseen)
 
 
-NO_BADGE = Badge(version=0, unread=0)
+NO_BADGE = Badge(version=0, counts=(0,) * len(COUNT_COLUMNS))
+# Where each type's unread count is in ``Badge.counts`` (its unseen count follows).
+_TYPE_SLOT = {kind: 2 + 2 * i for i, kind in enumerate(COUNTED_TYPES)}
+
+
+def count_delta() -> list[int]:
+    return [0] * len(COUNT_COLUMNS)
+
+
+def add_to_counts(
+    delta: list[int], kind: str, *, is_read: bool, is_seen: bool, is_archived: bool, sign: int
+) -> None:
+    """Add (``sign`` 1) or take away (-1) what one item in this state counts for."""
+    if is_archived:
+        return  # counts are of the inbox
+    slot = _TYPE_SLOT[kind]
+    if not is_read:
+        delta[0] += sign
+        delta[slot] += sign
+    if not is_seen:
+        delta[1] += sign
+        delta[slot + 1] += sign
 
 
 # A join with the users' array, not `user_id = ANY(:array)`: on a table whose statistics
 # still say "small", PostgreSQL has chosen a sequential scan testing each row against every
 # array element (5 s instead of 25 ms for 10,000 users).
+# Column names are the model's own (``COUNT_COLUMNS``), never input.
 _BADGES_PG = text(
-    "SELECT wanted.user_id, user_versions.version, user_versions.unread"
-    " FROM unnest(CAST(:user_ids AS text[])) AS wanted(user_id)"
+    "SELECT wanted.user_id, user_versions.version, "  # noqa: S608
+    + ", ".join(f"user_versions.{name}" for name in COUNT_COLUMNS)
+    + " FROM unnest(CAST(:user_ids AS text[])) AS wanted(user_id)"
     " JOIN user_versions ON user_versions.user_id = wanted.user_id"
 )
 
@@ -203,7 +264,7 @@ async def badges(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, Ba
     """Each user's current version and unread count; a user never seen has 0 and 0."""
     found = dict.fromkeys(user_ids, NO_BADGE)
     rows = await _dialect(session).badge_rows(session, list(found))
-    found.update({user_id: Badge(version, unread) for user_id, version, unread in rows})
+    found.update({row[0]: Badge(row[1], tuple(row[2:])) for row in rows})
     return found
 
 
@@ -212,7 +273,7 @@ async def _badge_rows_pg(session: AsyncSession, user_ids: list[str]) -> list[Any
 
 
 async def _badge_rows_sqlite(session: AsyncSession, user_ids: list[str]) -> list[AnyRow]:
-    columns = (user_versions.c.user_id, user_versions.c.version, user_versions.c.unread)
+    columns = (user_versions.c.user_id, user_versions.c.version, *COUNTS)
     rows: list[AnyRow] = []
     for start in range(0, len(user_ids), _SQLITE_IN_LIMIT):
         chunk = user_ids[start : start + _SQLITE_IN_LIMIT]
@@ -228,14 +289,31 @@ async def unread_count(session: AsyncSession, user_id: str) -> int:
     return (await badge(session, user_id)).unread
 
 
-async def _lock_user(session: AsyncSession, user_id: str) -> None:
+async def _lock_user(session: AsyncSession, user_id: str) -> bool:
     """Take the user's row lock first, as every change does, so that none can deadlock.
 
     SQLite needs nothing: its one pooled connection runs one transaction at a time.
     """
-    await session.execute(
+    locked = await session.execute(
         select(user_versions.c.version).where(user_versions.c.user_id == user_id).with_for_update()
     )
+    return locked.first() is not None
+
+
+async def _bump(session: AsyncSession, user_id: str, delta: Sequence[int]) -> Badge:
+    """The user's next version, with ``delta`` added to its counts (a locked user)."""
+    values: dict[str, Any] = {"version": user_versions.c.version + 1}
+    for column, change in zip(COUNTS, delta, strict=True):
+        if change:
+            values[column.name] = column + change
+    bumped = await session.execute(
+        update(user_versions)
+        .where(user_versions.c.user_id == user_id)
+        .values(values)
+        .returning(user_versions.c.version, *COUNTS)
+    )
+    row = bumped.one()
+    return Badge(row[0], tuple(row[1:]))
 
 
 async def newest_notifications(
@@ -252,7 +330,7 @@ async def _newest_sqlite(
 ) -> None:
     # SQLite has no LATERAL; queries on its one in-process connection are cheap.
     for user_id in newest:
-        newest[user_id] = list(await list_notifications(session, user_id, skip=0, limit=limit))
+        newest[user_id] = list(await list_notifications(session, user_id, limit=limit))
 
 
 def _newest_statement_pg() -> Select[Any]:
@@ -263,7 +341,7 @@ def _newest_statement_pg() -> Select[Any]:
     )
     per_user = (
         select(*ITEM_COLUMNS)
-        .where(notifications.c.user_id == wanted.c.user_id)
+        .where(notifications.c.user_id == wanted.c.user_id, IN_INBOX)
         .order_by(*NEWEST_FIRST)
         .limit(bindparam("limit"))
         .lateral("newest")
@@ -300,41 +378,80 @@ class NewNotification:
     link_url: str | None
     is_read: bool
     created_at: datetime
+    is_archived: bool = False
+
+    @property
+    def is_seen(self) -> bool:
+        return self.is_read  # a new item is seen only when it is created read
+
+
+def _creation_counts(
+    rows: Sequence[NewNotification],
+) -> tuple[list[str], Counter[str], dict[str, list[int]], list[int]]:
+    """Users in sorted order, each one's rows, what they add to its counts, and each
+    row's distance from its user's last row (its version is that many before the last)."""
+    steps = Counter(row.user_id for row in rows)
+    deltas: dict[str, list[int]] = {}
+    for row in rows:
+        delta = deltas.get(row.user_id)
+        if delta is None:
+            delta = deltas[row.user_id] = count_delta()
+        add_to_counts(
+            delta,
+            row.type,
+            is_read=row.is_read,
+            is_seen=row.is_seen,
+            is_archived=row.is_archived,
+            sign=1,
+        )
+    remaining = Counter(steps)
+    behind: list[int] = []
+    for row in rows:
+        remaining[row.user_id] -= 1
+        behind.append(remaining[row.user_id])
+    return sorted(steps), steps, deltas, behind
 
 
 # PostgreSQL: one round trip. Whole columns go as arrays (SQLAlchemy's executemany would
 # send up to 1,000 rows in a statement, one parameter per value), and both writes are
 # parts of one statement: PostgreSQL runs every data-modifying WITH part exactly once.
+# The items take their versions from the user rows the first part wrote.
 _ADD_NOTIFICATIONS_PG = text(
-    "WITH bumped AS ("
-    " INSERT INTO user_versions (user_id, version, unread)"
-    " SELECT * FROM unnest(CAST(:users AS text[]), CAST(:steps AS bigint[]),"
-    " CAST(:unread AS bigint[]))"
-    " ON CONFLICT (user_id) DO UPDATE SET version = user_versions.version + excluded.version,"
-    " unread = user_versions.unread + excluded.unread"
-    " RETURNING user_id, version, unread"
-    "), added AS ("
-    " INSERT INTO notifications (id, user_id, type, message, link_url, is_read, created_at)"
-    " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:user_ids AS text[]),"
+    "WITH bumped AS ("  # noqa: S608
+    " INSERT INTO user_versions (user_id, version, "
+    + ", ".join(COUNT_COLUMNS)
+    + ") SELECT * FROM unnest(CAST(:users AS text[]), CAST(:steps AS bigint[]), "
+    + ", ".join(f"CAST(:{name} AS bigint[])" for name in COUNT_COLUMNS)
+    + ") ON CONFLICT (user_id) DO UPDATE SET version = user_versions.version + excluded.version, "
+    + ", ".join(f"{name} = user_versions.{name} + excluded.{name}" for name in COUNT_COLUMNS)
+    + " RETURNING user_id, version, "
+    + ", ".join(COUNT_COLUMNS)
+    + "), added AS ("
+    " INSERT INTO notifications (id, user_id, type, message, link_url, is_read, is_seen,"
+    " is_archived, created_at, version)"
+    " SELECT new.id, new.user_id, new.type, new.message, new.link_url, new.is_read,"
+    " new.is_read, new.is_archived, new.created_at, bumped.version - new.behind"
+    " FROM unnest(CAST(:ids AS uuid[]), CAST(:user_ids AS text[]),"
     " CAST(:types AS text[]), CAST(:messages AS text[]), CAST(:links AS text[]),"
-    " CAST(:reads AS boolean[]), CAST(:created AS timestamptz[]))"
-    ") SELECT user_id, version, unread FROM bumped"
+    " CAST(:reads AS boolean[]), CAST(:archived AS boolean[]),"
+    " CAST(:created AS timestamptz[]), CAST(:behind AS bigint[]))"
+    " AS new(id, user_id, type, message, link_url, is_read, is_archived, created_at, behind)"
+    " JOIN bumped ON bumped.user_id = new.user_id"
+    ") SELECT user_id, version, " + ", ".join(COUNT_COLUMNS) + " FROM bumped"
 )
 
 
 async def add_notifications(
     session: AsyncSession, rows: Sequence[NewNotification]
 ) -> dict[str, Badge]:
-    """Insert the rows; each user gets one version per row and its unread ones counted.
+    """Insert the rows; each user gets one version per row and its counts moved.
 
-    A user with k rows gets k consecutive versions; the answer is each user's badge after
-    its last one. User rows are locked in sorted order so that two bulk creates cannot
-    deadlock, and stay locked to commit: no other change of the user's slips in between.
+    A user with k rows gets k consecutive versions, each row its own, in row order; the
+    answer is each user's badge after its last one. User rows are locked in sorted order
+    so that two bulk creates cannot deadlock, and stay locked to commit: no other change
+    of the user's slips in between.
     """
-    steps = Counter(row.user_id for row in rows)
-    unread = Counter(row.user_id for row in rows if not row.is_read)
-    users = sorted(steps)  # PostgreSQL refuses an upsert that touches one key twice
-    return await _dialect(session).add(session, rows, users, steps, unread)
+    return await _dialect(session).add(session, rows, *_creation_counts(rows))
 
 
 async def _add_pg(
@@ -342,24 +459,28 @@ async def _add_pg(
     rows: Sequence[NewNotification],
     users: list[str],
     steps: Counter[str],
-    unread: Counter[str],
+    deltas: dict[str, list[int]],
+    behind: list[int],
 ) -> dict[str, Badge]:
+    counts = {name: [deltas[u][slot] for u in users] for slot, name in enumerate(COUNT_COLUMNS)}
     result = await session.execute(
         _ADD_NOTIFICATIONS_PG,
         {
             "users": users,
             "steps": [steps[u] for u in users],
-            "unread": [unread[u] for u in users],
+            **counts,
             "ids": [row.id for row in rows],
             "user_ids": [row.user_id for row in rows],
             "types": [row.type for row in rows],
             "messages": [row.message for row in rows],
             "links": [row.link_url for row in rows],
             "reads": [row.is_read for row in rows],
+            "archived": [row.is_archived for row in rows],
             "created": [row.created_at for row in rows],
+            "behind": behind,
         },
     )
-    return {user_id: Badge(version, count) for user_id, version, count in result}
+    return {row[0]: Badge(row[1], tuple(row[2:])) for row in result}
 
 
 async def _add_sqlite(
@@ -367,7 +488,8 @@ async def _add_sqlite(
     rows: Sequence[NewNotification],
     users: list[str],
     steps: Counter[str],
-    unread: Counter[str],
+    deltas: dict[str, list[int]],
+    behind: list[int],
 ) -> dict[str, Badge]:
     upsert = sqlite.insert(user_versions)
     bumped = await session.execute(
@@ -375,13 +497,16 @@ async def _add_sqlite(
             index_elements=[user_versions.c.user_id],
             set_={
                 "version": user_versions.c.version + upsert.excluded.version,
-                "unread": user_versions.c.unread + upsert.excluded.unread,
+                **{column.name: column + upsert.excluded[column.name] for column in COUNTS},
             },
-        ).returning(user_versions.c.user_id, user_versions.c.version, user_versions.c.unread),
-        [{"user_id": u, "version": steps[u], "unread": unread[u]} for u in users],
+        ).returning(user_versions.c.user_id, user_versions.c.version, *COUNTS),
+        [
+            {"user_id": u, "version": steps[u], **dict(zip(COUNT_COLUMNS, deltas[u], strict=True))}
+            for u in users
+        ],
     )
     # Read before the next statement: SQLite's cursor is the connection's.
-    answer = {user_id: Badge(version, count) for user_id, version, count in bumped}
+    answer = {row[0]: Badge(row[1], tuple(row[2:])) for row in bumped}
     await session.execute(
         notifications.insert(),
         [
@@ -392,12 +517,54 @@ async def _add_sqlite(
                 "message": row.message,
                 "link_url": row.link_url,
                 "is_read": row.is_read,
+                "is_seen": row.is_seen,
+                "is_archived": row.is_archived,
                 "created_at": row.created_at,
+                "version": answer[row.user_id].version - distance,
             }
-            for row in rows
+            for row, distance in zip(rows, behind, strict=True)
         ],
     )
     return answer
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Which of a user's items a page or a bulk change is about.
+
+    ``archived`` picks the view (the inbox, or the archived items); the others narrow it:
+    ``None`` wants any.
+    """
+
+    archived: bool = False
+    types: tuple[str, ...] | None = None
+    is_read: bool | None = None
+    is_seen: bool | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """Written as the partial indexes' predicates are, so that both databases use them."""
+        c = notifications.c
+        wanted = [c.is_archived if self.archived else not_(c.is_archived)]
+        if self.is_read is not None:
+            wanted.append(c.is_read if self.is_read else not_(c.is_read))
+        if self.is_seen is not None:
+            wanted.append(c.is_seen if self.is_seen else not_(c.is_seen))
+        return wanted
+
+    @property
+    def scans_the_inbox(self) -> bool:
+        """Served by the inbox's index alone: every type, no state asked for that has an
+        index of its own. (Read or seen items only are the inbox less its unread or unseen
+        ones: such a page reads past those.)"""
+        return (
+            not self.archived
+            and self.types is None
+            and self.is_read is not False
+            and self.is_seen is not False
+        )
+
+
+INBOX = View()
 
 
 async def list_notifications(
@@ -407,22 +574,37 @@ async def list_notifications(
     limit: int,
     skip: int = 0,
     before: tuple[datetime, uuid.UUID] | None = None,
-    is_read: bool | None = None,
-    type_: str | None = None,
+    view: View = INBOX,
 ) -> Sequence[AnyRow]:
-    """A page of the user's items, newest first: after ``skip`` items, or older than the
-    item ``before`` (keyset: one index range scan, stable while items are added)."""
-    query = select(*ITEM_COLUMNS).where(notifications.c.user_id == user_id)
+    """A page of the user's items in ``view``, newest first: after ``skip`` items, or
+    older than the item ``before`` (keyset: index range scans, stable while items are
+    added).
+
+    The inbox as a whole is one range scan of its index. Any narrower view is one range
+    scan per type, each of its state's index (one type, or every type), merged: no scan
+    reads past an item the view does not want, however many the user has.
+    """
+    conditions = [notifications.c.user_id == user_id, *view.conditions()]
     if before is not None:
-        query = query.where(
-            tuple_(notifications.c.created_at, notifications.c.id) < tuple_(*before)
-        )
-    if is_read is not None:
-        # Written as read-all writes it, so that unread pages use the partial index.
-        query = query.where(notifications.c.is_read if is_read else not_(notifications.c.is_read))
-    if type_ is not None:
-        query = query.where(notifications.c.type == type_)
-    result = await session.execute(query.order_by(*NEWEST_FIRST).offset(skip).limit(limit))
+        conditions.append(tuple_(notifications.c.created_at, notifications.c.id) < tuple_(*before))
+    if view.scans_the_inbox:
+        query = select(*ITEM_COLUMNS).where(*conditions).order_by(*NEWEST_FIRST)
+        result = await session.execute(query.offset(skip).limit(limit))
+        return result.all()
+    branches = [
+        select(*ITEM_COLUMNS)
+        .where(*conditions, notifications.c.type == kind)
+        .order_by(*NEWEST_FIRST)
+        .limit(skip + limit)
+        .subquery()
+        for kind in (view.types if view.types is not None else COUNTED_TYPES)
+    ]
+    if len(branches) == 1:
+        merged = branches[0]
+    else:
+        merged = union_all(*(select(branch) for branch in branches)).subquery()
+    query = select(merged).order_by(merged.c.created_at.desc(), merged.c.id.desc())
+    result = await session.execute(query.offset(skip).limit(limit))
     return result.all()
 
 
@@ -430,63 +612,155 @@ async def find_notification(
     session: AsyncSession, user_id: str, notification_id: uuid.UUID
 ) -> AnyRow | None:
     result = await session.execute(
-        select(*ITEM_COLUMNS).where(
+        select(*ITEM_COLUMNS, notifications.c.version).where(
             notifications.c.id == notification_id, notifications.c.user_id == user_id
         )
     )
     return result.first()
 
 
-async def mark_read(
-    session: AsyncSession, user_id: str, notification_id: uuid.UUID
-) -> tuple[AnyRow, Badge] | None:
-    """The item and the user's new badge if this call read it.
+class Action(enum.Enum):
+    """A change of an item's state by its user."""
 
-    ``None`` if the item was already read, or is not the user's: nothing changed then.
-    """
-    await _lock_user(session, user_id)
-    result = await session.execute(
-        update(notifications)
-        .where(
-            notifications.c.id == notification_id,
-            notifications.c.user_id == user_id,
-            not_(notifications.c.is_read),
-        )
-        .values(is_read=True)
-        .returning(*ITEM_COLUMNS)
-    )
-    row = result.first()
+    READ = "read"
+    UNREAD = "unread"
+    SEEN = "seen"
+    ARCHIVE = "archive"
+    UNARCHIVE = "unarchive"
+    DELETE = "delete"
+
+    def changes(self) -> ColumnElement[bool]:
+        """True of the items this action changes (the others it leaves as they are)."""
+        c = notifications.c
+        return {
+            Action.READ: not_(c.is_read),
+            Action.UNREAD: c.is_read,
+            Action.SEEN: not_(c.is_seen),
+            Action.ARCHIVE: not_(c.is_archived),
+            Action.UNARCHIVE: c.is_archived,
+            Action.DELETE: true(),
+        }[self]
+
+    @property
+    def values(self) -> dict[str, bool]:
+        """What the action writes (nothing: the row goes)."""
+        return _ACTION_VALUES[self]
+
+
+_ACTION_VALUES = {
+    Action.READ: {"is_read": True, "is_seen": True},  # a read item is seen
+    Action.UNREAD: {"is_read": False},
+    Action.SEEN: {"is_seen": True},
+    Action.ARCHIVE: {"is_archived": True},
+    Action.UNARCHIVE: {"is_archived": False},
+    Action.DELETE: {},
+}
+
+
+def _move_counts(delta: list[int], row: Any, values: dict[str, bool], *, deleted: bool) -> None:
+    state = {"is_read": row.is_read, "is_seen": row.is_seen, "is_archived": row.is_archived}
+    add_to_counts(delta, row.type, **state, sign=-1)
+    if not deleted:
+        add_to_counts(delta, row.type, **{**state, **values}, sign=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemChange:
+    item: dict[str, Any]  # its state after the change; the last one it had, when deleted
+    badge: Badge | None  # the user's after the change; None when nothing changed
+    unread_moved: bool = False
+
+
+async def change_notification(
+    session: AsyncSession, user_id: str, notification_id: uuid.UUID, action: Action
+) -> ItemChange | None:
+    """Apply ``action`` to one item of the user; ``None`` if the user has no such item."""
+    if not await _lock_user(session, user_id):
+        return None  # no item was ever created for the user
+    row = await find_notification(session, user_id, notification_id)
     if row is None:
         return None
-    bumped = await session.execute(
-        update(user_versions)
-        .where(user_versions.c.user_id == user_id)
-        .values(version=user_versions.c.version + 1, unread=user_versions.c.unread - 1)
-        .returning(user_versions.c.version, user_versions.c.unread)
-    )
-    version, unread = bumped.one()
-    return row, Badge(version, unread)
+    item = {column.name: getattr(row, column.name) for column in ITEM_COLUMNS}
+    values = action.values
+    deleted = action is Action.DELETE
+    if not deleted and all(item[name] == value for name, value in values.items()):
+        return ItemChange(item, None)
+    where = (notifications.c.id == notification_id, notifications.c.user_id == user_id)
+    if deleted:
+        await session.execute(delete(notifications).where(*where))
+    else:
+        await session.execute(update(notifications).where(*where).values(values))
+        item.update(values)
+    delta = count_delta()
+    _move_counts(delta, row, values, deleted=deleted)
+    return ItemChange(item, await _bump(session, user_id, delta), unread_moved=delta[0] != 0)
 
 
-async def mark_all_read(session: AsyncSession, user_id: str) -> Badge:
-    """Read every item of the user: a new version, and 0 unread."""
-    # The upsert takes the user's row lock before the update, as every change does.
-    upsert = _dialect(session).insert(user_versions)
-    bumped = await session.execute(
-        upsert.values(user_id=user_id, version=1, unread=0)
-        .on_conflict_do_update(
-            index_elements=[user_versions.c.user_id],
-            set_={"version": user_versions.c.version + 1, "unread": 0},
-        )
-        .returning(user_versions.c.version)
+@dataclass(frozen=True, slots=True)
+class Batch:
+    changed: int
+    badge: Badge | None  # the user's after the batch; None when it changed nothing
+    # Where the next batch starts (type, created_at, id of this one's last); None: done.
+    resume_after: tuple[str, datetime, uuid.UUID] | None
+    unread_moved: bool = False
+
+
+async def change_batch(
+    session: AsyncSession,
+    user_id: str,
+    action: Action,
+    view: View,
+    *,
+    up_to_version: int,
+    after: tuple[str, datetime, uuid.UUID] | None,
+    limit: int,
+) -> Batch:
+    """Apply ``action`` to at most ``limit`` of the user's items in ``view`` created at
+    ``up_to_version`` or before, walking the view's index from ``after``: one batch of
+    a bulk change, one transaction, a new version if it changed anything."""
+    if not await _lock_user(session, user_id):
+        return Batch(0, None, None)
+    c = notifications.c
+    conditions = [
+        c.user_id == user_id,
+        *view.conditions(),
+        action.changes(),
+        c.version <= up_to_version,
+    ]
+    if view.types is not None:
+        conditions.append(c.type.in_(view.types))
+    if after is not None:
+        conditions.append(tuple_(c.type, c.created_at, c.id) < tuple_(*after))
+    found = await session.execute(
+        select(c.id, c.type, c.created_at, c.is_read, c.is_seen, c.is_archived)
+        .where(*conditions)
+        .order_by(c.type.desc(), c.created_at.desc(), c.id.desc())
+        .limit(limit)
     )
-    version = bumped.scalar_one()
-    await session.execute(
-        update(notifications)
-        .where(notifications.c.user_id == user_id, not_(notifications.c.is_read))
-        .values(is_read=True)
-    )
-    return Badge(version, 0)
+    rows = found.all()
+    if not rows:
+        return Batch(0, None, None)
+    ids = [row.id for row in rows]
+    values = action.values
+    deleted = action is Action.DELETE
+    if deleted:
+        await session.execute(delete(notifications).where(c.id.in_(ids)))
+    else:
+        await session.execute(update(notifications).where(c.id.in_(ids)).values(values))
+    delta = count_delta()
+    for row in rows:
+        _move_counts(delta, row, values, deleted=deleted)
+    badge = await _bump(session, user_id, delta)
+    last = rows[-1]
+    resume_after = (last.type, last.created_at, last.id) if len(rows) == limit else None
+    return Batch(len(rows), badge, resume_after, unread_moved=delta[0] != 0)
+
+
+async def mark_version(session: AsyncSession, user_id: str) -> Badge:
+    """A new version for the user, counts as they are: a change that ends without
+    changing more items (a bulk change whose last batch found none)."""
+    await _lock_user(session, user_id)
+    return await _bump(session, user_id, count_delta())
 
 
 # Idempotency keys
@@ -539,7 +813,14 @@ class _Dialect:
     badge_rows: Callable[[AsyncSession, list[str]], Awaitable[list[AnyRow]]]
     newest: Callable[[AsyncSession, dict[str, list[AnyRow]], int], Awaitable[None]]
     add: Callable[
-        [AsyncSession, Sequence[NewNotification], list[str], Counter[str], Counter[str]],
+        [
+            AsyncSession,
+            Sequence[NewNotification],
+            list[str],
+            Counter[str],
+            dict[str, list[int]],
+            list[int],
+        ],
         Awaitable[dict[str, Badge]],
     ]
     insert: Callable[[Table], Any]  # an INSERT that knows ON CONFLICT

@@ -10,6 +10,9 @@ knows three versions of what it has, and from them each event's :class:`Verdict`
 * ``top``: the newest version it holds either way. An event more than one past it means
   one went missing (a gap): it waits for the missing one, or the tab's state is read again.
 
+A change may be several events (an item's, then its counts): each has its ``part``, and
+the rules order events by version, then part.
+
 Events between ``seen`` and a snapshot are still sent after it: a snapshot holds only the
 newest items, not every change. No asyncio here: the hub's ``Connection`` owns the queue
 and the timers, and asks these rules what to do. ``tests/test_versions.py`` is their table.
@@ -30,18 +33,38 @@ class Verdict(enum.Enum):
     BEHIND = "behind"  # a notice says the user is past what the tab holds
 
 
+# The most events one change is (``Event.part`` is below it).
+PARTS = 8
+
+
+def _place(event: Event) -> int:
+    """Where ``event`` is among its user's events: by version, then by part."""
+    return event.version * PARTS + event.part
+
+
 class TabVersions:
     """The versions one tab holds; :meth:`admit` moves them for each event it lets through."""
 
-    __slots__ = ("behind", "held", "seen", "top")
+    __slots__ = ("_held", "_seen", "behind", "top")
 
     def __init__(self) -> None:
-        self.held = -1  # before the first snapshot: nothing
-        self.seen = -1
+        # Places (version and part, see ``_place``) of the last count and the last other
+        # event sent; before the first snapshot: nothing.
+        self._held = -1
+        self._seen = -1
         self.top = -1
         # True once events went out past a missing version (its reload failed): the tab may
         # lack something its versions do not show.
         self.behind = False
+
+    @property
+    def held(self) -> int:
+        """The version of the state the tab holds (its last count's); -1 before any."""
+        return self._held // PARTS
+
+    @property
+    def seen(self) -> int:
+        return self._seen // PARTS
 
     def admit(self, event: Event) -> Verdict:
         """Whether the tab needs ``event`` now; if so, it is counted as sent."""
@@ -52,24 +75,22 @@ class TabVersions:
             if version < self.top:  # an older read queued behind a paused transport
                 return Verdict.HELD
             self.top = version
-            # Its count follows and goes out even at the version the tab holds: clients
+            # Its counts follow and go out even at the version the tab holds: clients
             # wait for a count after a snapshot.
-            self.held = min(self.held, version - 1)
+            self._held = min(self._held, version * PARTS - 1)
             return Verdict.SEND
         if name == USER_VERSION:
             return Verdict.BEHIND if version > self.top else Verdict.HELD
-        if event.is_count:
-            if version <= self.held:
-                return Verdict.HELD
-        elif version <= self.seen:
+        place = _place(event)
+        if place <= (self._held if event.is_count else self._seen):
             return Verdict.HELD
         if version > self.top + 1 and not self.behind:
             return Verdict.GAP
         self.top = max(self.top, version)
         if event.is_count:
-            self.held = version
+            self._held = place
         else:
-            self.seen = max(self.seen, version)
+            self._seen = max(self._seen, place)
         return Verdict.SEND
 
     def announces_more(self, event: Event) -> bool:

@@ -16,6 +16,7 @@ from campana.creates import Creator
 from campana.errors import InvalidToken, MissingScope
 from campana.hub import Hub
 from campana.limits import ConnectionLimits
+from campana.notifications import BulkChanges
 from campana.publisher import Publisher
 from campana.settings import Settings
 from campana.snapshots import SnapshotLoader
@@ -32,6 +33,7 @@ class Services:
     publisher: Publisher
     hub: Hub
     creates: Creator
+    bulk: BulkChanges
     snapshots: SnapshotLoader
     verifier: TokenVerifier
     capacity: Capacity

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from websockets.utils import accept_key
 
-from campana.protocol import SOCKET_PATH
+from campana.protocol import COUNTS_PARAMETER, SOCKET_PATH
 
 # Headers a handshake may carry once only: a second Origin could pass the allow-list.
 SINGLE_HEADERS = frozenset(
@@ -43,6 +43,7 @@ class Upgrade:
     token: str | None
     origin: str | None
     accept: bytes  # Sec-WebSocket-Accept
+    counts: bool = False  # asked for ``counts.updated`` (``&counts=1``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +85,12 @@ def check_upgrade(request: UpgradeRequest) -> Upgrade | Refusal:
     if not valid_key:
         return BAD_REQUEST
     origin = headers.get(b"origin")
+    parameters = parse_qs(query)
     return Upgrade(
-        token=parse_qs(query).get("token", [None])[0],
+        token=parameters.get("token", [None])[0],
         origin=origin.decode("latin-1") if origin is not None else None,
         accept=accept_key(key.decode("ascii")).encode(),
+        counts=parameters.get(COUNTS_PARAMETER, [""])[0].lower() in ("1", "true"),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
@@ -20,15 +20,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from campana import metrics, notifications
 from campana.api import errors
 from campana.api.deps import CurrentUser, ServicesDep, get_services, producer_from_header
-from campana.errors import BodyTooLarge, IncompleteBody, UnsupportedMediaType
+from campana.errors import BodyTooLarge, IncompleteBody, InvalidRequest, UnsupportedMediaType
 from campana.schemas import (
     IDEMPOTENCY_KEY_MAX_CHARS,
+    BulkChange,
+    BulkResult,
+    Counts,
     ErrorBody,
     NotificationCreate,
     NotificationItem,
     NotificationType,
     UnreadCount,
 )
+from campana.store import Action, View
 
 router = APIRouter(
     prefix="/api/v1/notifications", tags=["notifications"], route_class=errors.EveryMethodRoute
@@ -88,20 +92,36 @@ async def list_notifications(
     is_read: Annotated[
         bool | None, Query(description="`false`: unread items only; `true`: read ones only.")
     ] = None,
-    type_: Annotated[
-        NotificationType | None, Query(alias="type", description="Items of this type only.")
+    is_seen: Annotated[
+        bool | None, Query(description="`false`: unseen items only; `true`: seen ones only.")
+    ] = None,
+    archived: Annotated[
+        bool,
+        Query(description="`true`: the archived view; `false` (the default): the inbox."),
+    ] = False,
+    types: Annotated[
+        list[NotificationType] | None,
+        Query(
+            alias="type",
+            description="Items of this type only; given several times, of any of them.",
+        ),
     ] = None,
 ) -> list[NotificationItem]:
-    """Newest first (`created_at` descending, ties by `id` descending). Page with `before`
-    (the `Link` header names the next page) or, as before, with `skip`."""
+    """The inbox (or the archived view), newest first (`created_at` descending, ties by
+    `id` descending). Page with `before` (the `Link` header names the next page) or, as
+    before, with `skip`."""
     page = await notifications.list_notifications(
         services.db,
         user_id=principal.user_id,
         skip=skip,
         limit=limit,
         before=before,
-        is_read=is_read,
-        type_=type_.value if type_ is not None else None,
+        view=View(
+            archived=archived,
+            types=_types(types),
+            is_read=is_read,
+            is_seen=is_seen,
+        ),
     )
     if page.has_more:
         query = [(k, v) for k, v in request.query_params.multi_items() if k not in PAGE_KEYS]
@@ -110,32 +130,204 @@ async def list_notifications(
     return page.items
 
 
+def _types(types: list[NotificationType] | None) -> tuple[str, ...] | None:
+    return None if types is None else tuple(dict.fromkeys(kind.value for kind in types))
+
+
 @router.get("/unread-count", responses=_errors(401), summary="The caller's unread count")
 async def unread_count(services: ServicesDep, principal: CurrentUser) -> UnreadCount:
+    """Unread items in the inbox (archived ones do not count)."""
     count = await notifications.unread_count(services.db, user_id=principal.user_id)
     return UnreadCount(count=count)
 
 
-@router.patch(
-    "/{notification_id}/read", responses=_errors(401, 404, 422), summary="Mark one as read"
-)
+@router.get("/counts", responses=_errors(401), summary="The caller's counts, per type")
+async def counts(services: ServicesDep, principal: CurrentUser) -> Counts:
+    """Unread and unseen items of the inbox, in all and per type: what `counts.updated`
+    says on a socket opened with `counts=1`."""
+    badge = await notifications.counts(services.db, user_id=principal.user_id)
+    return Counts.model_validate(badge.counts_payload())
+
+
+async def _change(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID, action: Action
+) -> NotificationItem:
+    return await notifications.change_notification(
+        services.db,
+        services.publisher,
+        user_id=principal.user_id,
+        notification_id=notification_id,
+        action=action,
+    )
+
+
+_ITEM_ERRORS: Final = _errors(401, 404, 422)
+
+
+@router.patch("/{notification_id}/read", responses=_ITEM_ERRORS, summary="Mark one as read")
 async def mark_read(
     services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
 ) -> NotificationItem:
-    """Sockets of the owner get `notification.read` then `unread_count.updated`, only when
-    this call changed the item; marking a read item again answers it unchanged."""
-    return await notifications.mark_read(
-        services.db, services.publisher, user_id=principal.user_id, notification_id=notification_id
-    )
+    """Read (and so seen). Sockets of the owner get `notification.read`, then
+    `notification.updated`, then `unread_count.updated`, only when this call changed the
+    item; marking a read item again answers it unchanged."""
+    return await _change(services, principal, notification_id, Action.READ)
 
 
-@router.post("/read-all", responses=_errors(401), summary="Mark all as read")
-async def mark_all_read(services: ServicesDep, principal: CurrentUser) -> UnreadCount:
-    """Sockets of the caller get one `unread_count.updated` with count 0, no per-item events."""
-    count = await notifications.mark_all_read(
-        services.db, services.publisher, user_id=principal.user_id
+@router.patch("/{notification_id}/unread", responses=_ITEM_ERRORS, summary="Mark one as unread")
+async def mark_unread(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> NotificationItem:
+    """Unread again (it stays seen): `notification.updated`, then `unread_count.updated`
+    if it is in the inbox."""
+    return await _change(services, principal, notification_id, Action.UNREAD)
+
+
+@router.patch("/{notification_id}/seen", responses=_ITEM_ERRORS, summary="Mark one as seen")
+async def mark_seen(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> NotificationItem:
+    return await _change(services, principal, notification_id, Action.SEEN)
+
+
+@router.patch("/{notification_id}/archive", responses=_ITEM_ERRORS, summary="Archive one")
+async def archive(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> NotificationItem:
+    """Out of the inbox (and its counts), into the archived view: `notification.updated`,
+    then `unread_count.updated` if it was unread."""
+    return await _change(services, principal, notification_id, Action.ARCHIVE)
+
+
+@router.patch("/{notification_id}/unarchive", responses=_ITEM_ERRORS, summary="Unarchive one")
+async def unarchive(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> NotificationItem:
+    return await _change(services, principal, notification_id, Action.UNARCHIVE)
+
+
+@router.delete(
+    "/{notification_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_ITEM_ERRORS,
+    summary="Delete one for good",
+)
+async def delete(
+    services: ServicesDep, principal: CurrentUser, notification_id: uuid.UUID
+) -> Response:
+    """Sockets of the owner get `notification.deleted`, then `unread_count.updated` if it
+    was unread in the inbox."""
+    await _change(services, principal, notification_id, Action.DELETE)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_BULK_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
+    202: {
+        "model": BulkResult,
+        "description": "Still running (many items): it carries on in the server, counts are"
+        " pushed as it goes and `notifications.changed` when it is done.",
+    },
+    **_errors(401, 404, 422),
+}
+BulkBody = Annotated[BulkChange | None, Body()]
+
+
+async def _bulk(
+    services: ServicesDep,
+    principal: CurrentUser,
+    response: Response,
+    action: Action,
+    body: BulkChange | None,
+    *,
+    archived: bool = False,
+) -> BulkResult:
+    body = body or BulkChange()
+    if body.archived is not None and action is not Action.DELETE:
+        raise InvalidRequest("archived: only delete-all takes it")
+    call = notifications.BulkCall(
+        user_id=principal.user_id,
+        action=action,
+        view=View(
+            archived=archived if body.archived is None else body.archived,
+            types=_types(body.types),
+            is_read=body.is_read,
+        ),
+        up_to=body.up_to,
     )
-    return UnreadCount(count=count)
+    result = await services.bulk.run(call)
+    if not result.done:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return result
+
+
+_BULK_DOC: Final = (
+    " The body is optional: `types`, `is_read` and `up_to` narrow it (`up_to`: only items"
+    " created with that one or before, so one arriving meanwhile is never changed). Runs"
+    " in batches; answers 202 if it is still running after about a second."
+)
+
+
+@router.post(
+    "/read-all",
+    responses=_BULK_ANSWERS,
+    summary="Mark all as read",
+    description="Every unread item of the inbox (without a body, as the guide says). Sockets"
+    " get `unread_count.updated` as batches commit, `notifications.changed` at the end, and"
+    " no per-item event." + _BULK_DOC,
+)
+async def mark_all_read(
+    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+) -> BulkResult:
+    return await _bulk(services, principal, response, Action.READ, body)
+
+
+@router.post(
+    "/seen-all",
+    responses=_BULK_ANSWERS,
+    summary="Mark all as seen",
+    description="Every unseen item of the inbox (the bell was opened)." + _BULK_DOC,
+)
+async def mark_all_seen(
+    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+) -> BulkResult:
+    return await _bulk(services, principal, response, Action.SEEN, body)
+
+
+@router.post(
+    "/archive-all",
+    responses=_BULK_ANSWERS,
+    summary="Archive all",
+    description="Every item of the inbox (`is_read: true`: the read ones only)." + _BULK_DOC,
+)
+async def archive_all(
+    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+) -> BulkResult:
+    return await _bulk(services, principal, response, Action.ARCHIVE, body)
+
+
+@router.post(
+    "/unarchive-all",
+    responses=_BULK_ANSWERS,
+    summary="Unarchive all",
+    description="Every item of the archived view back into the inbox." + _BULK_DOC,
+)
+async def unarchive_all(
+    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+) -> BulkResult:
+    return await _bulk(services, principal, response, Action.UNARCHIVE, body, archived=True)
+
+
+@router.post(
+    "/delete-all",
+    responses=_BULK_ANSWERS,
+    summary="Delete all for good",
+    description="Every item of the inbox, or of the archived view with `archived: true`."
+    + _BULK_DOC,
+)
+async def delete_all(
+    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+) -> BulkResult:
+    return await _bulk(services, principal, response, Action.DELETE, body)
 
 
 # The producer call is the hot path. It takes the request alone: no dependency solving

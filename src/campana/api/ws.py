@@ -28,6 +28,7 @@ from campana.api.handshake import (
     FULL,
     NOT_FOUND,
     Refusal,
+    Upgrade,
     UpgradeRequest,
     check_upgrade,
     refused,
@@ -326,7 +327,7 @@ class SocketProtocol(asyncio.Protocol):
         assert self._transport is not None
         self._phase = Phase.OPEN
         self._transport.write(switching_protocols(upgrade))
-        opening = asyncio.get_running_loop().create_task(self._open(upgrade.token, upgrade.origin))
+        opening = asyncio.get_running_loop().create_task(self._open(upgrade))
         # Uvicorn waits for these on shutdown; each ends once the snapshot is out.
         self._server_state.tasks.add(opening)
         opening.add_done_callback(self._server_state.tasks.discard)
@@ -341,10 +342,11 @@ class SocketProtocol(asyncio.Protocol):
             self._abort_within(self._close_timeout)
         return False
 
-    async def _open(self, token: str | None, origin: str | None) -> None:
+    async def _open(self, upgrade: Upgrade) -> None:
         """Origin, then token, then attach, subscribe and send the first frames."""
         services = self._services
         assert services is not None
+        token, origin = upgrade.token, upgrade.origin
         allowed = services.settings.allowed_origins
         # Browsers always send Origin; clients that are not browsers may omit it.
         if allowed and origin is not None and origin not in allowed:
@@ -362,7 +364,10 @@ class SocketProtocol(asyncio.Protocol):
         if self._phase is not Phase.OPEN:
             return
         connection = services.hub.attach(
-            self, user_id=principal.user_id, expires_at=principal.expires_at
+            self,
+            user_id=principal.user_id,
+            expires_at=principal.expires_at,
+            counts=upgrade.counts,
         )
         if isinstance(connection, Refused):
             self._close(connection.code)
