@@ -127,6 +127,11 @@ async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
                 "filter": {"archived": False, "types": None, "is_read": None, "up_to": None},
             },
         }
+        # Then the inbox again, as the database has it after the change.
+        snapshot = await tab.next_event()
+        assert snapshot["event"] == "snapshot"
+        assert [item["is_read"] for item in snapshot["payload"]] == [True] * 3
+        assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
         await socket_server.assert_quiet(tab, user)
 
 

@@ -30,6 +30,7 @@ from campana.protocol import (
     deleted_event,
     read_event,
     updated_event,
+    version_event,
 )
 from campana.publisher import Publisher
 from campana.schemas import BulkResult, NotificationItem, item_payload
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 # A bulk change's batch: one transaction of at most this many items (tens of ms).
 BULK_BATCH_ROWS: Final = 1000
+# After each batch a bulk change pauses this many times as long as the batch took: it
+# takes at most half of the time it could, and everyone else's work goes in between.
+BULK_PAUSE_RATIO: Final = 1.0
 # How long a bulk call's answer waits for it to finish before it answers 202.
 BULK_ANSWER_SECONDS: Final = 1.0
 # A batch that failed because the database was away is tried again after this, doubling.
@@ -120,6 +124,7 @@ class _Progress:
     changed: int = 0
     unread: int = 0
     done: bool = False
+    up_to: dict[str, str] | None = None  # the position of ``up_to``, as the wire says it
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -154,8 +159,8 @@ class BulkChanges:
     async def run(self, call: BulkCall) -> BulkResult:
         """Start the change and answer once it is done, or once it has run a while."""
         async with self._db() as session:
-            start = await self._starting_point(session, call)
-        progress = _Progress(unread=start.unread)
+            start, up_to = await self._starting_point(session, call)
+        progress = _Progress(unread=start.unread, up_to=up_to)
         # The first batch runs in the call: a database that is away answers 503 at once.
         after = await self._batch(call, start.version, None, progress)
         if not progress.done:
@@ -172,14 +177,18 @@ class BulkChanges:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _starting_point(self, session: Any, call: BulkCall) -> Badge:
+    async def _starting_point(
+        self, session: Any, call: BulkCall
+    ) -> tuple[Badge, dict[str, str] | None]:
+        """The user's badge, its version bounded by ``up_to``'s; ``up_to``'s position."""
         badge = await store.badge(session, call.user_id)
         if call.up_to is None:
-            return badge
+            return badge, None
         newest = await store.find_notification(session, call.user_id, call.up_to)
         if newest is None:
             raise NotificationNotFound("up_to: no notification of yours has this id")
-        return Badge(min(badge.version, newest.version), badge.counts)
+        position = {"id": str(newest.id), "created_at": _iso(newest.created_at)}
+        return Badge(min(badge.version, newest.version), badge.counts), position
 
     async def _carry_on(
         self,
@@ -189,8 +198,10 @@ class BulkChanges:
         progress: _Progress,
     ) -> None:
         delay = BULK_RETRY_FIRST_SECONDS
+        took = 0.0
         while not progress.done:
-            await asyncio.sleep(0)  # between batches, whoever waits for the database
+            await asyncio.sleep(took * BULK_PAUSE_RATIO)  # others' work goes in between
+            started = time.monotonic()
             try:
                 after = await self._batch(call, up_to_version, after, progress)
             except Exception as error:
@@ -202,6 +213,7 @@ class BulkChanges:
                 delay = min(delay * 2, BULK_RETRY_MAX_SECONDS)
                 continue
             delay = BULK_RETRY_FIRST_SECONDS
+            took = time.monotonic() - started
 
     async def _batch(
         self,
@@ -226,14 +238,22 @@ class BulkChanges:
             if last and badge is None and progress.changed:
                 # The batch before was full and the last: the end needs a version of its own.
                 badge = await store.mark_version(session, call.user_id)
+            notice = None
+            if last and badge is not None:
+                notice = await store.mark_version(session, call.user_id)
         committed_at = time.time()
         if badge is not None:
             moved = batch.unread_moved
             events = _count_events(call.user_id, badge, committed_at, unread_moved=moved)
             if last:  # after the guide's count, before every count
-                payload = await self._changed_payload(call)
+                payload = self._changed_payload(call, progress)
                 done = changed_event(call.user_id, badge.version, payload, committed_at)
                 events.insert(len(events) - 1, done)
+            if notice is not None:
+                # A tab applies the change by its items' order; the server's bound is the
+                # order of commits, which an item stamped earlier but committed later
+                # breaks. A version past the change makes every tab read its inbox again.
+                events.append(version_event(call.user_id, notice.version))
             progress.unread = badge.unread
             await self._publisher.publish(events)
         progress.changed += batch.changed
@@ -242,13 +262,7 @@ class BulkChanges:
             progress.finished.set()
         return batch.resume_after
 
-    async def _changed_payload(self, call: BulkCall) -> dict[str, Any]:
-        up_to = None
-        if call.up_to is not None:
-            async with self._db() as session:
-                newest = await store.find_notification(session, call.user_id, call.up_to)
-            if newest is not None:
-                up_to = {"id": str(newest.id), "created_at": _iso(newest.created_at)}
+    def _changed_payload(self, call: BulkCall, progress: _Progress) -> dict[str, Any]:
         view = call.view
         return {
             "change": _CHANGE[call.action],
@@ -256,7 +270,7 @@ class BulkChanges:
                 "archived": view.archived,
                 "types": list(view.types) if view.types is not None else None,
                 "is_read": view.is_read,
-                "up_to": up_to,
+                "up_to": progress.up_to,
             },
         }
 

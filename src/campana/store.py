@@ -231,7 +231,8 @@ def count_delta() -> list[int]:
 def add_to_counts(
     delta: list[int], kind: str, *, is_read: bool, is_seen: bool, is_archived: bool, sign: int
 ) -> None:
-    """Add (``sign`` 1) or take away (-1) what one item in this state counts for."""
+    """Add (``sign`` positive) or take away (negative) what ``abs(sign)`` items in this
+    state count for."""
     if is_archived:
         return  # counts are of the inbox
     slot = _TYPE_SLOT[kind]
@@ -657,11 +658,15 @@ _ACTION_VALUES = {
 }
 
 
-def _move_counts(delta: list[int], row: Any, values: dict[str, bool], *, deleted: bool) -> None:
+def _move_counts(
+    delta: list[int], row: Any, values: dict[str, bool], *, deleted: bool, items: int = 1
+) -> None:
+    """What ``items`` items in ``row``'s state stop counting for, and, changed by
+    ``values``, start counting for."""
     state = {"is_read": row.is_read, "is_seen": row.is_seen, "is_archived": row.is_archived}
-    add_to_counts(delta, row.type, **state, sign=-1)
+    add_to_counts(delta, row.type, **state, sign=-items)
     if not deleted:
-        add_to_counts(delta, row.type, **{**state, **values}, sign=1)
+        add_to_counts(delta, row.type, **{**state, **values}, sign=items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,29 +736,93 @@ async def change_batch(
         conditions.append(c.type.in_(view.types))
     if after is not None:
         conditions.append(tuple_(c.type, c.created_at, c.id) < tuple_(*after))
-    found = await session.execute(
+    batch = (
         select(c.id, c.type, c.created_at, c.is_read, c.is_seen, c.is_archived)
         .where(*conditions)
         .order_by(c.type.desc(), c.created_at.desc(), c.id.desc())
         .limit(limit)
     )
-    rows = found.all()
-    if not rows:
+    groups, last = await _dialect(session).change_rows(session, batch, action)
+    if not groups:
         return Batch(0, None, None)
-    ids = [row.id for row in rows]
     values = action.values
     deleted = action is Action.DELETE
-    if deleted:
+    delta = count_delta()
+    changed = 0
+    for group in groups:
+        _move_counts(delta, group, values, deleted=deleted, items=group.items)
+        changed += group.items
+    badge = await _bump(session, user_id, delta)
+    resume_after = last if changed == limit else None
+    return Batch(changed, badge, resume_after, unread_moved=delta[0] != 0)
+
+
+Groups: TypeAlias = tuple[list[AnyRow], tuple[str, datetime, uuid.UUID] | None]
+_GROUPED = ("type", "is_read", "is_seen", "is_archived")
+
+
+async def _change_rows_pg(session: AsyncSession, batch: Select[Any], action: Action) -> Groups:
+    """One statement: the batch's rows found, changed and counted by state in PostgreSQL;
+    only a few groups (and the cursor) come back, not the rows."""
+    found = batch.cte("batch")
+    c = notifications.c
+    if action is Action.DELETE:
+        write: Any = delete(notifications).where(c.id == found.c.id)
+    else:
+        write = update(notifications).where(c.id == found.c.id).values(action.values)
+    # The states they had: the batch's columns, read before the write.
+    written = write.returning(*(found.c[name] for name in _GROUPED)).cte("written")
+    groups = (
+        select(*(written.c[name] for name in _GROUPED), func.count().label("items"))
+        .group_by(*(written.c[name] for name in _GROUPED))
+        .cte("groups")
+    )
+    last = (
+        select(found.c.type, found.c.created_at, found.c.id)
+        .order_by(found.c.type, found.c.created_at, found.c.id)
+        .limit(1)
+        .subquery("last")
+    )
+    rows = (
+        await session.execute(
+            select(
+                groups,
+                last.c.type.label("last_type"),
+                last.c.created_at.label("last_created_at"),
+                last.c.id.label("last_id"),
+            ).select_from(groups.join(last, true()))
+        )
+    ).all()
+    if not rows:
+        return [], None
+    first = rows[0]
+    return list(rows), (first.last_type, first.last_created_at, first.last_id)
+
+
+async def _change_rows_sqlite(session: AsyncSession, batch: Select[Any], action: Action) -> Groups:
+    # In-process: the rows come back cheaply, and the write names them.
+    rows = (await session.execute(batch)).all()
+    if not rows:
+        return [], None
+    ids = [row.id for row in rows]
+    c = notifications.c
+    if action is Action.DELETE:
         await session.execute(delete(notifications).where(c.id.in_(ids)))
     else:
-        await session.execute(update(notifications).where(c.id.in_(ids)).values(values))
-    delta = count_delta()
-    for row in rows:
-        _move_counts(delta, row, values, deleted=deleted)
-    badge = await _bump(session, user_id, delta)
+        await session.execute(update(notifications).where(c.id.in_(ids)).values(action.values))
+    groups = Counter((row.type, row.is_read, row.is_seen, row.is_archived) for row in rows)
+    grouped = [_Group(*state, items) for state, items in groups.items()]
     last = rows[-1]
-    resume_after = (last.type, last.created_at, last.id) if len(rows) == limit else None
-    return Batch(len(rows), badge, resume_after, unread_moved=delta[0] != 0)
+    return cast(list[AnyRow], grouped), (last.type, last.created_at, last.id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    type: str
+    is_read: bool
+    is_seen: bool
+    is_archived: bool
+    items: int
 
 
 async def mark_version(session: AsyncSession, user_id: str) -> Badge:
@@ -824,11 +893,16 @@ class _Dialect:
         Awaitable[dict[str, Badge]],
     ]
     insert: Callable[[Table], Any]  # an INSERT that knows ON CONFLICT
+    change_rows: Callable[[AsyncSession, Select[Any], Action], Awaitable[Groups]]
 
 
 _DIALECTS = {
-    "postgresql": _Dialect(True, _badge_rows_pg, _newest_pg, _add_pg, postgresql.insert),
-    "sqlite": _Dialect(False, _badge_rows_sqlite, _newest_sqlite, _add_sqlite, sqlite.insert),
+    "postgresql": _Dialect(
+        True, _badge_rows_pg, _newest_pg, _add_pg, postgresql.insert, _change_rows_pg
+    ),
+    "sqlite": _Dialect(
+        False, _badge_rows_sqlite, _newest_sqlite, _add_sqlite, sqlite.insert, _change_rows_sqlite
+    ),
 }
 
 
