@@ -248,7 +248,7 @@ async def test_a_publish_lost_on_its_way_to_redis_still_reaches_the_other_instan
                 since=since,
                 within=SWEEP_BOUND,
             )
-        assert "publishing 2 events failed" in logs_of(first)
+        assert "publishing 3 events failed" in logs_of(first)
     finally:
         await proxy.close()
 
@@ -508,5 +508,5 @@ async def test_a_message_campana_did_not_write_is_ignored_and_delivery_goes_on(
         assert tab.is_open
     logs = logs_of(instance)
     assert f"ignored a message on campana:user:{user}: not JSON" in logs
-    assert "ignored a message on campana:batch: an event is not a record of five fields" in logs
+    assert "ignored a message on campana:batch: an event is not a record of six fields" in logs
     assert "Traceback" not in logs

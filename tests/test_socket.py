@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -109,14 +110,16 @@ async def test_mark_read_sends_read_then_count_and_only_on_a_real_change(
 async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
     socket_server: Server, user: str
 ) -> None:
-    for i in range(3):
-        await socket_server.send(user, f"n{i}")
+    items = [await socket_server.send(user, f"n{i}") for i in range(3)]
     async with socket_server.connect(user) as tab:
         await tab.start()
         answer = await socket_server.http.post(
             "/api/v1/notifications/read-all", headers=socket_server.auth(user)
         )
         assert answer.json() == {"count": 0, "changed": 3, "done": True}
+        newest = max(
+            items, key=lambda item: (datetime.fromisoformat(item["created_at"]), item["id"])
+        )
 
         assert await tab.next_event() == {"event": "unread_count.updated", "payload": {"count": 0}}
         # What changed, for clients that hold items (a guide client ignores it).
@@ -124,7 +127,13 @@ async def test_read_all_sends_one_count_of_zero_and_no_per_item_events(
             "event": "notifications.changed",
             "payload": {
                 "change": {"is_read": True, "is_seen": True},
-                "filter": {"archived": False, "types": None, "is_read": None, "up_to": None},
+                "filter": {
+                    "archived": False,
+                    "types": None,
+                    "is_read": None,
+                    # Where it stopped: the newest item when it began.
+                    "up_to": {"id": newest["id"], "created_at": newest["created_at"]},
+                },
             },
         }
         # Then the inbox again, as the database has it after the change.

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from campana.protocol import (
+    COUNTS_UPDATED,
     KEEPALIVE,
     NOTIFICATION_CREATED,
     NOTIFICATION_READ,
+    NOTIFICATION_UPDATED,
     SNAPSHOT,
     UNREAD_COUNT_UPDATED,
     USER_VERSION,
@@ -19,8 +21,8 @@ from campana.versions import TabVersions, Verdict
 SEND, HELD, GAP, BEHIND = Verdict.SEND, Verdict.HELD, Verdict.GAP, Verdict.BEHIND
 
 
-def event(name: str, version: int) -> Event:
-    return Event("u", version, name, "{}")
+def event(name: str, version: int, part: int = 0) -> Event:
+    return Event("u", version, name, "{}", part=part)
 
 
 def snapshot(version: int) -> Event:
@@ -41,6 +43,14 @@ def read(version: int) -> Event:
 
 def notice(version: int) -> Event:
     return event(USER_VERSION, version)
+
+
+def updated(version: int, part: int = 1) -> Event:
+    return event(NOTIFICATION_UPDATED, version, part)
+
+
+def counts(version: int, part: int = 1) -> Event:
+    return event(COUNTS_UPDATED, version, part)
 
 
 KEEPALIVE_EVENT = event(KEEPALIVE, 0)
@@ -72,6 +82,28 @@ def opened() -> TabVersions:
         pytest.param([notice(3)], [HELD], (3, -1, 3), id="a notice it is up to"),
         pytest.param([KEEPALIVE_EVENT], [SEND], (3, -1, 3), id="a keepalive"),
         pytest.param([read(4), count(4)], [SEND, SEND], (4, 4, 4), id="a read and its count"),
+        pytest.param(
+            [read(4), count(4), updated(4), counts(4)],
+            [SEND] * 4,
+            (4, 4, 4),
+            id="one change, four parts",
+        ),
+        pytest.param(
+            [read(4), updated(4), read(4), updated(4)],
+            [SEND, SEND, HELD, HELD],
+            (3, 4, 4),
+            id="a change's parts again",
+        ),
+        pytest.param([updated(4), read(4)], [SEND, HELD], (3, 4, 4), id="a part behind one sent"),
+        pytest.param(
+            [counts(4), count(4)], [SEND, HELD], (4, -1, 4), id="a count behind every count"
+        ),
+        pytest.param(
+            [snapshot(3), count(3), counts(3)],
+            [SEND, SEND, SEND],
+            (3, -1, 3),
+            id="a snapshot again: both counts follow it",
+        ),
     ],
 )
 def test_each_event_after_the_opening(

@@ -180,15 +180,22 @@ class BulkChanges:
     async def _starting_point(
         self, session: Any, call: BulkCall
     ) -> tuple[Badge, dict[str, str] | None]:
-        """The user's badge, its version bounded by ``up_to``'s; ``up_to``'s position."""
+        """The user's badge, its version bounded by ``up_to``'s, and the position the change
+        stops at: ``up_to``'s, or else the view's newest item's (none: an empty view)."""
         badge = await store.badge(session, call.user_id)
         if call.up_to is None:
-            return badge, None
-        newest = await store.find_notification(session, call.user_id, call.up_to)
-        if newest is None:
+            newest_rows = await store.list_notifications(
+                session, call.user_id, limit=1, view=View(archived=call.view.archived)
+            )
+            if not newest_rows:
+                return badge, None
+            first = newest_rows[0]
+            return badge, {"id": str(first.id), "created_at": _iso(first.created_at)}
+        named = await store.find_notification(session, call.user_id, call.up_to)
+        if named is None:
             raise NotificationNotFound("up_to: no notification of yours has this id")
-        position = {"id": str(newest.id), "created_at": _iso(newest.created_at)}
-        return Badge(min(badge.version, newest.version), badge.counts), position
+        position = {"id": str(named.id), "created_at": _iso(named.created_at)}
+        return Badge(min(badge.version, named.version), badge.counts), position
 
     async def _carry_on(
         self,

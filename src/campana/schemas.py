@@ -278,9 +278,11 @@ class BulkChange(BaseModel):
         " one of yours).",
     )
     is_read: bool | None = Field(None, description="Only read (`true`) or unread items.")
-    archived: bool | None = Field(
-        None,
-        description="`delete-all` only: `true` empties the archived view instead of the inbox.",
+
+
+class BulkDelete(BulkChange):
+    archived: bool = Field(
+        False, description="`true`: empty the archived view instead of the inbox."
     )
 
 

@@ -14,6 +14,7 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 FRAME_TIMEOUT = 10.0
+_READ = {"is_read": True, "is_seen": True}  # a read item is seen
 
 
 class TabView:
@@ -34,11 +35,13 @@ class TabView:
         elif event == "notification.created":
             self._merge(payload)
         elif event == "notification.read" and payload["id"] in self.items:
-            self.items[payload["id"]] = {**self.items[payload["id"]], "is_read": True}
+            self.items[payload["id"]] = {**self.items[payload["id"]], **_READ}
+        elif event == "notification.updated":
+            self.items[payload["id"]] = payload  # the item's whole state, in change order
         elif event == "unread_count.updated":
             self.unread_count = payload["count"]
             if payload["count"] == 0:  # read-all sends only the count
-                self.items = {i: {**item, "is_read": True} for i, item in self.items.items()}
+                self.items = {i: {**item, **_READ} for i, item in self.items.items()}
 
     def agrees_with(self, newest: list[dict[str, Any]], unread_count: int) -> bool:
         """True when the tab holds each of the ``newest`` items as they are, and the badge."""

@@ -20,10 +20,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from campana import metrics, notifications
 from campana.api import errors
 from campana.api.deps import CurrentUser, ServicesDep, get_services, producer_from_header
-from campana.errors import BodyTooLarge, IncompleteBody, InvalidRequest, UnsupportedMediaType
+from campana.errors import BodyTooLarge, IncompleteBody, UnsupportedMediaType
 from campana.schemas import (
     IDEMPOTENCY_KEY_MAX_CHARS,
     BulkChange,
+    BulkDelete,
     BulkResult,
     Counts,
     ErrorBody,
@@ -45,6 +46,7 @@ MAX_SKIP: Final = 1_000_000
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
+        400: "The body is not JSON.",
         401: "Missing, malformed, badly signed or expired token.",
         403: "The token lacks the `notifications:send` scope.",
         404: "No such notification for this user.",
@@ -207,7 +209,8 @@ async def unarchive(
 
 
 @router.delete(
-    "/{notification_id}",
+    # Only an id: `DELETE /read-all` is the 405 of that path, not a malformed id.
+    "/{notification_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=_ITEM_ERRORS,
     summary="Delete one for good",
@@ -227,9 +230,10 @@ _BULK_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
         "description": "Still running (many items): it carries on in the server, counts are"
         " pushed as it goes and `notifications.changed` when it is done.",
     },
-    **_errors(401, 404, 422),
+    **_errors(400, 401, 404, 422),
 }
 BulkBody = Annotated[BulkChange | None, Body()]
+DeleteBody = Annotated[BulkDelete | None, Body()]
 
 
 async def _bulk(
@@ -242,13 +246,11 @@ async def _bulk(
     archived: bool = False,
 ) -> BulkResult:
     body = body or BulkChange()
-    if body.archived is not None and action is not Action.DELETE:
-        raise InvalidRequest("archived: only delete-all takes it")
     call = notifications.BulkCall(
         user_id=principal.user_id,
         action=action,
         view=View(
-            archived=archived if body.archived is None else body.archived,
+            archived=body.archived if isinstance(body, BulkDelete) else archived,
             types=_types(body.types),
             is_read=body.is_read,
         ),
@@ -325,7 +327,7 @@ async def unarchive_all(
     + _BULK_DOC,
 )
 async def delete_all(
-    services: ServicesDep, principal: CurrentUser, response: Response, body: BulkBody = None
+    services: ServicesDep, principal: CurrentUser, response: Response, body: DeleteBody = None
 ) -> BulkResult:
     return await _bulk(services, principal, response, Action.DELETE, body)
 
