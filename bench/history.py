@@ -71,7 +71,7 @@ async def load(engine: AsyncEngine, heavy: int, users: int) -> None:
         if is_pg:
             await connection.execute(
                 text(
-                    "INSERT INTO notifications (id, user_id, type, message, link_url, is_read,"
+                    "INSERT INTO notifications (id, user_id, type, message, link_url, is_read,"  # noqa: S608
                     " is_seen, is_archived, created_at, version)"
                     f" SELECT gen_random_uuid(), 'heavy', ({types})[1 + i % {len(HEAVY_TYPES)}],"
                     " 'item ' || i, NULL, i % 2 = 0, i % 2 = 0 OR i % 10 <> 1, i % 10 = 4,"
@@ -94,7 +94,7 @@ async def load(engine: AsyncEngine, heavy: int, users: int) -> None:
             # The baseline: 10 items made as the heavy user's are.
             await connection.execute(
                 text(
-                    "INSERT INTO notifications (id, user_id, type, message, link_url, is_read,"
+                    "INSERT INTO notifications (id, user_id, type, message, link_url, is_read,"  # noqa: S608
                     " is_seen, is_archived, created_at, version)"
                     f" SELECT gen_random_uuid(), 'light', ({types})[1 + i % {len(HEAVY_TYPES)}],"
                     " 'item ' || i, NULL, i % 2 = 0, i % 2 = 0 OR i % 10 <> 1, i % 10 = 4,"
@@ -105,7 +105,7 @@ async def load(engine: AsyncEngine, heavy: int, users: int) -> None:
         else:
             raise SystemExit("loading is written for PostgreSQL")
         counts = ", ".join(
-            f"sum(CASE WHEN NOT is_archived AND NOT {'is_read' if column.startswith('unread') else 'is_seen'}"
+            f"sum(CASE WHEN NOT is_archived AND NOT {_state_of(column)}"
             + (f" AND type = '{kind}'" if (kind := _type_of(column)) is not None else "")
             + " THEN 1 ELSE 0 END)"
             for column in COUNT_COLUMNS
@@ -121,6 +121,10 @@ async def load(engine: AsyncEngine, heavy: int, users: int) -> None:
         await connection.execute(text("VACUUM ANALYZE notifications"))
         await connection.execute(text("VACUUM ANALYZE user_versions"))
     print(f"loaded {heavy + users * 100:,} items in {time.monotonic() - started:.0f} s")
+
+
+def _state_of(column: str) -> str:
+    return "is_read" if column.startswith("unread") else "is_seen"
 
 
 def _type_of(column: str) -> str | None:
@@ -357,9 +361,8 @@ async def bulk_changes(
 
         return run
 
-    print(
-        f"\n{'others during a bulk change (ms)':<34}{'create p50':>11}{'p99':>8}{'read p50':>10}{'p99':>8}"
-    )
+    heading = f"{'create p50':>11}{'p99':>8}{'read p50':>10}{'p99':>8}"
+    print(f"\n{'others during a bulk change (ms)':<34}{heading}")
     base_creates, base_reads, _ = await traffic(
         base, producer, tokens, args.users, args.rate, args.seconds, None
     )
@@ -369,7 +372,8 @@ async def bulk_changes(
         print(
             f"{name:<34}{p50(creates):>11.1f}{percentile(creates, 0.99):>8.1f}"
             f"{p50(reads):>10.1f}{percentile(reads, 0.99):>8.1f}"
-            f"   p99 x{percentile(creates, 0.99) / baseline[0]:.2f} / x{percentile(reads, 0.99) / baseline[1]:.2f}"
+            f"   p99 x{percentile(creates, 0.99) / baseline[0]:.2f}"
+            f" / x{percentile(reads, 0.99) / baseline[1]:.2f}"
         )
 
     line("none (baseline)", base_creates, base_reads)
