@@ -202,6 +202,7 @@ function drivenCenter(
     getToken: () => 't',
     fetch,
     pageSize: 2,
+    snapshotSize: 2, // the server's: a snapshot of 2 is a full one here
     onNotification,
     createSocket: (options) => {
       socketOptions = options;

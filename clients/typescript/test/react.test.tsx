@@ -142,7 +142,7 @@ describe('NotificationsProvider and useNotifications', () => {
     const held = item();
     opened(held);
     await act(async () => await latest?.markRead(held.id));
-    expect(seen.at(-1)?.items).toEqual([{ ...held, is_read: true }]);
+    expect(seen.at(-1)?.items).toEqual([{ ...held, is_read: true, is_seen: true }]);
     expect(container.textContent).toBe('00');
   });
 
