@@ -194,8 +194,11 @@ interface Action {
   countsSettled: boolean;
 }
 
-/** Where the server's word comes from: the socket's events and states, or a REST page. */
-type Source = 'event' | 'state' | 'page';
+/**
+ * Where the server's word comes from. The socket's counts follow its words (or none comes,
+ * when no count changed); a page's may be on their way, or in the next snapshot's.
+ */
+type Source = 'socket' | 'page';
 
 /**
  * The notification list and counts, framework-free, for every view over one store.
@@ -320,7 +323,7 @@ export class NotificationStore {
         const held = this.serverCopy(event.payload.id);
         if (!held) break;
         this.touched.set(held.id, ++this.heard);
-        this.hear(held.id, { ...held, is_read: true, is_seen: true }, 'event');
+        this.hear(held.id, { ...held, is_read: true, is_seen: true }, 'socket');
         break;
       }
       case 'notification.updated':
@@ -328,7 +331,7 @@ export class NotificationStore {
         break;
       case 'notification.deleted':
         this.heard += 1;
-        this.hear(event.payload.id, null, 'event');
+        this.hear(event.payload.id, null, 'socket');
         this.remember(event.payload.id, true);
         break;
       case 'notifications.changed':
@@ -356,7 +359,7 @@ export class NotificationStore {
       if (this.removed.get(item.id)?.deleted) continue;
       this.removed.delete(item.id);
       this.touched.set(item.id, this.heard);
-      this.hear(item.id, item, 'state');
+      this.hear(item.id, item, 'socket');
     }
     this.publish();
   }
@@ -533,7 +536,7 @@ export class NotificationStore {
     for (const id of this.heldIds()) {
       const copy = this.serverCopy(id);
       if (copy && !copy.is_archived && !copy.is_read)
-        this.hear(id, { ...copy, is_read: true, is_seen: true }, 'state');
+        this.hear(id, { ...copy, is_read: true, is_seen: true }, 'socket');
     }
     for (const action of this.pending) action.zeroing = null;
   }
@@ -557,7 +560,7 @@ export class NotificationStore {
       shown.add(item.id);
       this.removed.delete(item.id);
       this.touched.set(item.id, at);
-      this.hear(item.id, item, 'state');
+      this.hear(item.id, item, 'socket');
     }
     this.dropWhatLeftTheInbox(items, shown);
     this.moveInboxFloor(oldestOf(items));
@@ -583,7 +586,7 @@ export class NotificationStore {
       const copy = this.serverCopy(id);
       if (!copy || copy.is_archived || shown.has(id)) continue;
       if (floor && newestFirst(sortKey(copy), floor) >= 0) continue; // below the snapshot
-      this.hear(id, null, 'state');
+      this.hear(id, null, 'socket');
       this.remember(id, false);
     }
   }
@@ -597,14 +600,14 @@ export class NotificationStore {
     const copy = held
       ? { ...item, is_read: held.is_read, is_seen: held.is_seen, is_archived: held.is_archived }
       : item;
-    this.hear(item.id, copy, 'state');
+    this.hear(item.id, copy, 'socket');
   }
 
   private updated(item: NotificationItem): void {
     if (this.removed.get(item.id)?.deleted) return;
     this.removed.delete(item.id); // back in the inbox, if it had left it
     this.touched.set(item.id, ++this.heard);
-    this.hear(item.id, item, 'event');
+    this.hear(item.id, item, 'socket');
   }
 
   /** A bulk change: every held item it matches changes, as the server changed them. */
@@ -615,18 +618,18 @@ export class NotificationStore {
       if (!copy || !inBulk(copy, filter)) continue;
       this.touched.set(id, this.heard);
       if ('deleted' in change) {
-        this.hear(id, null, 'event');
+        this.hear(id, null, 'socket');
         this.remember(id, true);
       } else {
-        this.hear(id, { ...copy, ...change }, 'event');
+        this.hear(id, { ...copy, ...change }, 'socket');
       }
     }
   }
 
   /**
    * What the server says item `id` is now (`null`: gone). An item nobody changed here shows
-   * it; one with changes pending shows it with them, and each claim it confirms (or an event
-   * overwrites) no roll back undoes.
+   * it; one with changes pending shows it with them, and no roll back undoes a claim it
+   * confirms.
    */
   private hear(id: string, copy: NotificationItem | null, source: Source): void {
     const tracked = this.tracked.get(id);
