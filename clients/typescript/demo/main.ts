@@ -21,6 +21,7 @@ import type {
   NotificationItem,
   NotificationType,
 } from '../src/types.js';
+import { inView, ofTypes, VIEWS, type ViewFilter } from '../src/views.js';
 
 // Plain glyphs in coloured discs: they render with any font, emoji or not.
 const ICONS: Record<NotificationType, [glyph: string, tone: string]> = {
@@ -32,6 +33,36 @@ const ICONS: Record<NotificationType, [glyph: string, tone: string]> = {
   CAMPAIGN_COMPLETED: ['⚑', 'good'],
   CAMPAIGN_ERROR: ['!', 'bad'],
 };
+
+/** The feed's tabs: a category (several types) of the inbox, or the archived view. */
+interface Tab {
+  key: string;
+  label: string;
+  view: ViewFilter;
+  /** The types its count adds up; none for the archived view (counts are the inbox's). */
+  counted: readonly NotificationType[];
+}
+
+const CAMPAIGNS: NotificationType[] = [
+  'CAMPAIGN_SCHEDULED',
+  'CAMPAIGN_SENDING',
+  'CAMPAIGN_COMPLETED',
+  'CAMPAIGN_ERROR',
+];
+const TEMPLATES: NotificationType[] = ['TEMPLATE_APPROVED', 'TEMPLATE_REJECTED'];
+const ALL_TYPES = Object.keys(ICONS) as NotificationType[];
+
+const TABS: Tab[] = [
+  { key: 'all', label: 'All', view: VIEWS.inbox, counted: ALL_TYPES },
+  { key: 'campaigns', label: 'Campaigns', view: ofTypes(CAMPAIGNS), counted: CAMPAIGNS },
+  { key: 'templates', label: 'Templates', view: ofTypes(TEMPLATES), counted: TEMPLATES },
+  { key: 'general', label: 'General', view: ofTypes(['GENERIC_INFO']), counted: ['GENERIC_INFO'] },
+  { key: 'archived', label: 'Archived', view: VIEWS.archived, counted: [] },
+];
+
+/** What the bell's badge counts: unread items, or the ones not seen since the bell opened. */
+type BadgeMode = 'unread' | 'unseen';
+const BADGE_MODE_KEY = 'campana-demo-badge';
 
 const BELL = `<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true" focusable="false"><path fill="currentColor" d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22Zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1l-2-2Z"/></svg>`;
 
@@ -131,14 +162,16 @@ function showTokenForm(root: HTMLElement): void {
   });
 }
 
-type Filter = 'all' | 'unread';
-
 function showCentre(
   root: HTMLElement,
   tokens: TokenSource,
   user: string,
   keepalive: number | undefined,
 ): void {
+  const tabs = TABS.map(
+    (tab, index) =>
+      `<button type="button" role="tab" class="tab" id="tab-${tab.key}" data-tab="${tab.key}" data-testid="tab-${tab.key}" aria-controls="feed-panel" aria-selected="${index === 0}" tabindex="${index === 0 ? 0 : -1}"><span class="tab-label">${tab.label}</span><span class="tab-count" hidden><span class="visually-hidden">, </span><span class="tab-number"></span><span class="visually-hidden"> unread</span></span></button>`,
+  ).join('');
   root.innerHTML = `
     <header class="top">
       <h1>${BELL} Campana</h1>
@@ -151,12 +184,12 @@ function showCentre(
             <h2 id="feed-title">Notifications</h2>
             <button type="button" class="read-all" data-testid="read-all">Mark all read</button>
           </div>
-          <div class="filters" role="group" aria-label="Show">
-            <button type="button" class="filter" data-filter="all" data-testid="filter-all" aria-pressed="true">All</button>
-            <button type="button" class="filter" data-filter="unread" data-testid="filter-unread" aria-pressed="false">Unread</button>
+          <div class="tabs" role="tablist" aria-label="Categories">${tabs}</div>
+          <div class="filters">
+            <button type="button" class="filter" data-testid="filter-unread" aria-pressed="false">Unread only</button>
           </div>
           <p class="error" role="alert" data-testid="error" hidden></p>
-          <div class="feed-scroll">
+          <div class="feed-scroll" id="feed-panel" role="tabpanel" aria-labelledby="tab-all">
             <ul class="list" data-testid="list" aria-label="Notifications"></ul>
             <p class="empty" data-testid="empty" hidden></p>
             <div class="sentinel" aria-hidden="true"></div>
@@ -184,6 +217,11 @@ function showCentre(
         <h2>Your workspace</h2>
         <p>Notifications for this user arrive in the bell above, live, in every tab at once.</p>
         <p>Send one from a terminal: <code>campana send &lt;user&gt; --message "Hello"</code>.</p>
+        <fieldset class="badge-mode">
+          <legend>The bell's badge counts</legend>
+          <label><input type="radio" name="badge-mode" value="unread" data-testid="badge-unread" /> unread notifications</label>
+          <label><input type="radio" name="badge-mode" value="unseen" data-testid="badge-unseen" /> new ones since the bell was last opened</label>
+        </fieldset>
       </section>
     </main>
     <div class="visually-hidden" role="status" aria-live="polite" data-testid="announcer"></div>`;
@@ -211,23 +249,44 @@ function showCentre(
   const list = $<HTMLUListElement>('.list');
   const scroller = $('.feed-scroll');
   const loadMoreButton = $<HTMLButtonElement>('.load-more');
+  const readAllButton = $<HTMLButtonElement>('.read-all');
+  const unreadOnlyButton = $<HTMLButtonElement>('.filter');
+  const tabButtons = Array.from(root.querySelectorAll<HTMLButtonElement>('[role=tab]'));
   const rows = new Map<string, Row>();
-  let filter: Filter = 'all';
-  /** Read while the Unread view shows them: they stay until the view changes, so focus does. */
+  let tab: Tab = TABS[0] as Tab;
+  let unreadOnly = false;
+  let badgeMode: BadgeMode =
+    localStorage.getItem(BADGE_MODE_KEY) === 'unseen' ? 'unseen' : 'unread';
+  /** Read while the unread view shows them: they stay until the view changes, so focus does. */
   let keptInUnreadView = new Set<string>();
   let actionError: string | null = null;
   let lastConnection: ConnectionState | null = null;
   let wasLive = false;
   let sentinelInView = false;
 
+  /** The view the list pages: the tab's, unread only when the toggle says so. */
+  const pagedView = (): ViewFilter => (unreadOnly ? { ...tab.view, isRead: false } : tab.view);
+
   const failed = (error: unknown) => {
     actionError = error instanceof Error ? error.message : String(error);
     render();
   };
-  const markRead = (id: string) => {
-    if (centre.store.getState().notificationsById.get(id)?.is_read) return;
+  const attempt = (call: () => Promise<unknown>) => {
     actionError = null;
-    centre.markRead(id).catch(failed);
+    call().catch(failed);
+  };
+  const actions: RowActions = {
+    markRead: (id) => {
+      if (centre.store.getState().notificationsById.get(id)?.is_read) return;
+      attempt(() => centre.markRead(id));
+    },
+    markUnread: (id) => attempt(() => centre.markUnread(id)),
+    toggleArchived: (item) => {
+      announcer.say(
+        `${item.is_archived ? 'Moved back to the inbox' : 'Archived'}: ${item.message}`,
+      );
+      attempt(() => (item.is_archived ? centre.unarchive(item.id) : centre.archive(item.id)));
+    },
   };
 
   const isOpen = () => !popover.hidden;
@@ -236,6 +295,8 @@ function showCentre(
     bell.setAttribute('aria-expanded', String(open));
     if (open) {
       keptInUnreadView = new Set();
+      // What the bell shows is now in front of the user: seen, though not read.
+      if (unseenCount(centre.store.getState()) > 0) attempt(() => centre.markAllSeen());
       render();
       maybeLoadMore();
     }
@@ -245,16 +306,26 @@ function showCentre(
   const render = () => {
     const state = centre.store.getState();
     renderConnection(state);
-    renderBadge(state.unreadCount);
-    const items = centre.store.items();
-    const shown =
-      filter === 'all'
-        ? items
-        : items.filter((item) => !item.is_read || keptInUnreadView.has(item.id));
-    if (filter === 'unread') for (const item of shown) keptInUnreadView.add(item.id);
+    renderBadge(state);
+    renderTabs(state);
+    const shown = shownItems(state);
     renderList(shown);
-    renderFooter(state, items.length, shown.length);
+    renderFooter(state, shown.length);
     maybeLoadMore();
+  };
+
+  /** The tab's items; unread only, those read while shown too. */
+  const shownItems = (state: NotificationState): NotificationItem[] => {
+    if (!unreadOnly) return centre.store.items(tab.view);
+    const shown = new Set(centre.store.items(pagedView()).map((item) => item.id));
+    for (const id of keptInUnreadView) {
+      const item = state.notificationsById.get(id);
+      if (item && inView(item, tab.view)) shown.add(id);
+    }
+    keptInUnreadView = shown;
+    return state.orderedIds
+      .filter((id) => shown.has(id))
+      .map((id) => state.notificationsById.get(id) as NotificationItem);
   };
 
   const renderConnection = (state: NotificationState) => {
@@ -276,19 +347,31 @@ function showCentre(
     lastConnection = state.connection;
   };
 
-  const renderBadge = (count: number) => {
-    const shown = count > 99 ? '99+' : String(count);
+  const renderBadge = (state: NotificationState) => {
+    const count = badgeMode === 'unseen' ? unseenCount(state) : state.unreadCount;
     const badge = $('.badge');
-    badge.textContent = shown;
+    badge.textContent = countText(count);
     badge.hidden = count === 0;
+    const what = badgeMode === 'unseen' ? 'new' : 'unread';
     bell.setAttribute(
       'aria-label',
-      count === 0 ? 'Notifications' : `Notifications, ${count} unread`,
+      count === 0 ? 'Notifications' : `Notifications, ${count} ${what}`,
     );
-    const readAll = $('.read-all');
-    readAll.setAttribute('aria-disabled', String(count === 0));
-    const unreadFilter = $('[data-filter=unread]');
-    unreadFilter.textContent = count === 0 ? 'Unread' : `Unread (${shown})`;
+  };
+
+  /** Each tab's exact unread count (the server's per-type counts); none for Archived. */
+  const renderTabs = (state: NotificationState) => {
+    for (const [index, button] of tabButtons.entries()) {
+      const own = TABS[index] as Tab;
+      const count = unreadOf(state, own.counted);
+      // The name says what the number is ("Campaigns, 3 unread"), around the visible text.
+      const badge = button.querySelector<HTMLElement>('.tab-count') as HTMLElement;
+      badge.hidden = count === 0;
+      (badge.querySelector('.tab-number') as HTMLElement).textContent = countText(count);
+    }
+    const unread = unreadOf(state, tab.counted);
+    readAllButton.hidden = tab.view.archived === true;
+    readAllButton.setAttribute('aria-disabled', String(unread === 0));
   };
 
   /**
@@ -298,6 +381,10 @@ function showCentre(
   const renderList = (shown: readonly NotificationItem[]) => {
     const wanted = new Set(shown.map((item) => item.id));
     const focusWasInList = list.contains(document.activeElement);
+    const mains = Array.from(list.querySelectorAll<HTMLElement>('.row'));
+    const focusedIndex = mains.findIndex((main) =>
+      main.closest('li')?.contains(document.activeElement),
+    );
     for (const [id, row] of rows) {
       if (wanted.has(id)) continue;
       row.element.remove();
@@ -307,42 +394,52 @@ function showCentre(
     for (const item of shown) {
       let row = rows.get(item.id);
       if (!row) {
-        row = createRow(item, markRead);
+        row = createRow(item, actions);
         rows.set(item.id, row);
       }
       updateRow(row, item);
       if (row.element === cursor) cursor = cursor.nextElementSibling;
       else list.insertBefore(row.element, cursor);
     }
-    // A removed row took focus with it: keep it in the list rather than drop it on <body>.
-    if (focusWasInList && !list.contains(document.activeElement))
-      list.querySelector<HTMLElement>('.row')?.focus();
+    // A removed row (archived, say) took focus with it: give it to the row now in its place
+    // rather than drop it on <body>.
+    if (focusWasInList && !list.contains(document.activeElement)) {
+      const left = Array.from(list.querySelectorAll<HTMLElement>('.row'));
+      left[Math.min(Math.max(focusedIndex, 0), left.length - 1)]?.focus();
+    }
   };
 
-  const renderFooter = (state: NotificationState, held: number, shown: number) => {
+  const renderFooter = (state: NotificationState, shown: number) => {
     const empty = $('.empty');
     const live = state.connection === 'open';
+    const paging = centre.store.view(pagedView());
+    const held = centre.store.items(tab.view).length;
     let emptyText = '';
-    if (held === 0 && live) emptyText = 'No notifications yet.';
-    else if (held === 0 && WAITING.includes(state.connection)) emptyText = 'Loading notifications…';
-    else if (held === 0) emptyText = 'Not connected.';
-    else if (shown === 0 && filter === 'unread') emptyText = 'You are all caught up.';
+    if (shown === 0 && paging.isLoadingMore) emptyText = 'Loading notifications…';
+    else if (shown === 0 && !live && WAITING.includes(state.connection))
+      emptyText = 'Loading notifications…';
+    else if (shown === 0 && !live) emptyText = 'Not connected.';
+    else if (shown === 0 && unreadOnly && held > 0) emptyText = 'You are all caught up.';
+    else if (shown === 0 && tab.view.archived) emptyText = 'Nothing archived.';
+    else if (shown === 0 && tab.key === 'all') emptyText = 'No notifications yet.';
+    else if (shown === 0) emptyText = `Nothing in ${tab.label} yet.`;
     empty.textContent = emptyText;
     empty.hidden = emptyText === '';
 
     // An empty snapshot (the newest items) means there is nothing older to page through.
-    loadMoreButton.hidden = !state.hasMore || held === 0;
-    loadMoreButton.textContent = state.isLoadingMore
+    const isInbox = tab.key === 'all' && !unreadOnly;
+    loadMoreButton.hidden = !paging.hasMore || (isInbox && held === 0);
+    loadMoreButton.textContent = paging.isLoadingMore
       ? 'Loading…'
-      : state.loadError
+      : paging.loadError
         ? 'Try again'
         : 'Load more';
-    loadMoreButton.setAttribute('aria-disabled', String(state.isLoadingMore));
-    scroller.setAttribute('aria-busy', String(state.isLoadingMore));
+    loadMoreButton.setAttribute('aria-disabled', String(paging.isLoadingMore));
+    scroller.setAttribute('aria-busy', String(paging.isLoadingMore));
 
     const error = $('.error');
-    const message = state.loadError
-      ? `Could not load older notifications: ${errorText(state.loadError)}`
+    const message = paging.loadError
+      ? `Could not load older notifications: ${errorText(paging.loadError)}`
       : actionError;
     error.textContent = message ?? '';
     error.hidden = message === null;
@@ -351,9 +448,27 @@ function showCentre(
   /** Scrolling the sentinel into view loads the next page; a failure waits for the button. */
   const maybeLoadMore = () => {
     const state = centre.store.getState();
-    if (!isOpen() || !sentinelInView || state.orderedIds.length === 0) return;
-    if (!state.hasMore || state.isLoadingMore || state.loadError) return;
-    void centre.loadMore();
+    const view = pagedView();
+    const paging = centre.store.view(view);
+    const isInbox = tab.key === 'all' && !unreadOnly;
+    if (!isOpen() || !sentinelInView || (isInbox && state.orderedIds.length === 0)) return;
+    if (!paging.hasMore || paging.isLoadingMore || paging.loadError) return;
+    void centre.loadMore(view);
+  };
+
+  const selectTab = (next: Tab, { focus = false } = {}) => {
+    tab = next;
+    keptInUnreadView = new Set();
+    for (const [index, button] of tabButtons.entries()) {
+      const selected = TABS[index] === next;
+      button.setAttribute('aria-selected', String(selected));
+      button.tabIndex = selected ? 0 : -1;
+      if (selected && focus) button.focus();
+      if (selected) button.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+    }
+    scroller.setAttribute('aria-labelledby', `tab-${next.key}`);
+    scroller.scrollTop = 0;
+    render();
   };
 
   new IntersectionObserver(
@@ -365,20 +480,42 @@ function showCentre(
   ).observe($('.sentinel'));
 
   loadMoreButton.addEventListener('click', () => {
-    if (!centre.store.getState().isLoadingMore) void centre.loadMore();
+    if (!centre.store.view(pagedView()).isLoadingMore) void centre.loadMore(pagedView());
   });
   bell.addEventListener('click', () => setOpen(!isOpen()));
-  $('.read-all').addEventListener('click', () => {
-    if (centre.store.getState().unreadCount === 0) return;
-    actionError = null;
-    centre.markAllRead().catch(failed);
+  readAllButton.addEventListener('click', () => {
+    if (unreadOf(centre.store.getState(), tab.counted) === 0) return;
+    // A category reads its own types only.
+    attempt(() => centre.markAllRead(tab.key === 'all' ? {} : { types: tab.counted }));
   });
-  for (const button of Array.from(root.querySelectorAll<HTMLButtonElement>('.filter'))) {
-    button.addEventListener('click', () => {
-      filter = button.dataset.filter as Filter;
-      keptInUnreadView = new Set();
-      for (const other of Array.from(root.querySelectorAll('.filter')))
-        other.setAttribute('aria-pressed', String(other === button));
+  unreadOnlyButton.addEventListener('click', () => {
+    unreadOnly = !unreadOnly;
+    keptInUnreadView = new Set();
+    unreadOnlyButton.setAttribute('aria-pressed', String(unreadOnly));
+    render();
+  });
+  for (const [index, button] of tabButtons.entries()) {
+    button.addEventListener('click', () => selectTab(TABS[index] as Tab));
+  }
+  // The tabs are one stop for Tab; arrows, Home and End move between them (and select).
+  $('.tabs').addEventListener('keydown', (event) => {
+    const current = TABS.indexOf(tab);
+    const last = TABS.length - 1;
+    const next = {
+      ArrowRight: current === last ? 0 : current + 1,
+      ArrowLeft: current === 0 ? last : current - 1,
+      Home: 0,
+      End: last,
+    }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    selectTab(TABS[next] as Tab, { focus: true });
+  });
+  for (const radio of Array.from(root.querySelectorAll<HTMLInputElement>('[name=badge-mode]'))) {
+    radio.checked = radio.value === badgeMode;
+    radio.addEventListener('change', () => {
+      badgeMode = radio.value === 'unseen' ? 'unseen' : 'unread';
+      localStorage.setItem(BADGE_MODE_KEY, badgeMode);
       render();
     });
   }
@@ -426,17 +563,48 @@ function showCentre(
   centre.connect();
 }
 
+/** 99+ past 99, as the badge and the tabs show it. */
+function countText(count: number): string {
+  return count > 99 ? '99+' : String(count);
+}
+
+/** The unread items of these types: the server's counts, or the badge without them. */
+function unreadOf(state: NotificationState, types: readonly NotificationType[]): number {
+  if (types.length === 0) return 0;
+  if (!state.counts) return types.length === ALL_TYPES.length ? state.unreadCount : 0;
+  if (types.length === ALL_TYPES.length) return state.counts.unread;
+  return types.reduce((sum, type) => sum + state.counts!.by_type[type].unread, 0);
+}
+
+/** Not seen since the bell was opened: the server's count, or what the inbox holds unseen. */
+function unseenCount(state: NotificationState): number {
+  if (state.counts) return state.counts.unseen;
+  return [...state.notificationsById.values()].filter((item) => !item.is_archived && !item.is_seen)
+    .length;
+}
+
+interface RowActions {
+  markRead: (id: string) => void;
+  markUnread: (id: string) => void;
+  toggleArchived: (item: NotificationItem) => void;
+}
+
 interface Row {
   element: HTMLLIElement;
   /** The row's one focusable element: a link when the item has one, a button otherwise. */
   main: HTMLElement;
   state: HTMLElement;
   time: HTMLTimeElement;
+  /** Mark read on an unread row, mark unread on a read one: one of the two is in the row. */
   markRead: HTMLButtonElement;
+  markUnread: HTMLButtonElement;
+  archive: HTMLButtonElement;
+  actions: HTMLElement;
+  item: NotificationItem;
 }
 
 /** `markRead` runs on a click of the row (a link row then follows its href) or its button. */
-function createRow(item: NotificationItem, markRead: (id: string) => void): Row {
+function createRow(item: NotificationItem, actions: RowActions): Row {
   const element = document.createElement('li');
   element.dataset.id = item.id;
   element.dataset.testid = 'item';
@@ -452,7 +620,7 @@ function createRow(item: NotificationItem, markRead: (id: string) => void): Row 
     main = plain;
   }
   main.className = 'row';
-  main.addEventListener('click', () => markRead(item.id));
+  main.addEventListener('click', () => actions.markRead(item.id));
 
   // Read first in the accessible name ("Unread: …"), shown as a dot, never colour alone.
   const state = document.createElement('span');
@@ -481,32 +649,63 @@ function createRow(item: NotificationItem, markRead: (id: string) => void): Row 
   body.append(message, meta);
   main.append(state, icon, body, dot);
 
-  const button = document.createElement('button');
-  button.type = 'button';
-  button.className = 'mark-read';
-  button.dataset.testid = 'mark-read';
-  button.textContent = 'Mark read';
-  button.setAttribute('aria-label', `Mark read: ${item.message}`);
-  button.addEventListener('click', () => {
+  const row: Row = {
+    element,
+    main,
+    state,
+    time,
+    markRead: actionButton('mark-read', 'Mark read', item.message),
+    markUnread: actionButton('mark-unread', 'Mark unread', item.message),
+    archive: actionButton('archive', 'Archive', item.message),
+    actions: document.createElement('span'),
+    item,
+  };
+  row.actions.className = 'actions';
+  row.markRead.addEventListener('click', () => {
     // The button goes once the item reads: hand focus to its row first, not to <body>.
     main.focus();
-    markRead(item.id);
+    actions.markRead(row.item.id);
   });
+  row.markUnread.addEventListener('click', () => {
+    main.focus();
+    actions.markUnread(row.item.id);
+  });
+  row.archive.addEventListener('click', () => actions.toggleArchived(row.item));
+  row.actions.append(item.is_read ? row.markUnread : row.markRead, row.archive);
+  element.append(main, row.actions);
+  return row;
+}
 
-  element.append(main, button);
-  return { element, main, state, time, markRead: button };
+function actionButton(testId: string, text: string, message: string): HTMLButtonElement {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'action';
+  button.dataset.testid = testId;
+  button.textContent = text;
+  button.setAttribute('aria-label', `${text}: ${message}`);
+  return button;
 }
 
 function updateRow(row: Row, item: NotificationItem): void {
+  row.item = item;
+  const archiveText = item.is_archived ? 'Unarchive' : 'Archive';
+  if (row.archive.textContent !== archiveText) {
+    row.archive.textContent = archiveText;
+    row.archive.dataset.testid = item.is_archived ? 'unarchive' : 'archive';
+    row.archive.setAttribute('aria-label', `${archiveText}: ${item.message}`);
+  }
   const className = item.is_read ? 'item read' : 'item unread';
   if (row.element.className === className) return;
   row.element.className = className;
   row.state.textContent = item.is_read ? 'Read: ' : 'Unread: ';
-  // A row made for an item already read is not in the page yet: `parentElement`, not
-  // `isConnected`, tells whether the button is still there.
-  if (item.is_read && row.markRead.parentElement) {
-    if (document.activeElement === row.markRead) row.main.focus();
-    row.markRead.remove();
+  // One of Mark read and Mark unread, the one that applies; a button that goes with focus
+  // on it hands focus to its row.
+  const [gone, shown] = item.is_read
+    ? [row.markRead, row.markUnread]
+    : [row.markUnread, row.markRead];
+  if (gone.parentElement) {
+    if (document.activeElement === gone) row.main.focus();
+    gone.replaceWith(shown);
   }
 }
 

@@ -1,8 +1,19 @@
-import { NotificationsApi } from './rest.js';
+import {
+  NotificationsApi,
+  type BulkOptions,
+  type BulkResult,
+  type DeleteAllOptions,
+} from './rest.js';
 import { NotificationsSocket, type SocketOptions } from './socket.js';
-import { NotificationStore, type OptimisticRead } from './store.js';
+import {
+  NotificationStore,
+  type BulkScope,
+  type ItemChange,
+  type OptimisticChange,
+} from './store.js';
 import { TokenCache } from './token.js';
 import type { ConnectionState, GetToken, NotificationItem, ServerEvent } from './types.js';
+import { INBOX_KEY, viewKey, VIEWS, type ViewFilter } from './views.js';
 
 /**
  * What the centre needs of its socket. `NotificationsSocket` is one; a socket shared between
@@ -31,6 +42,13 @@ export interface NotificationCenterOptions {
   /** How many older items `loadMore()` asks for at a time; 20 by default (at most 100). */
   pageSize?: number;
   /**
+   * Open the socket with `&counts=1`, for the per-type counts (`state.counts`, `useCounts`);
+   * true by default. Off, the socket is the guide's, and `counts` stays `null`.
+   */
+  counts?: boolean;
+  /** The server's `CAMPANA_SNAPSHOT_SIZE` (20 by default): see `StoreOptions`. */
+  snapshotSize?: number;
+  /**
    * Called once for each notification that arrives live (`notification.created` of an item
    * not held yet), after the store has it: for a toast or a sound. Items of snapshots,
    * pages and a joining tab's replay are not news, and an item is never announced twice.
@@ -40,9 +58,18 @@ export interface NotificationCenterOptions {
   onNotification?: (item: NotificationItem) => void;
 }
 
+/** The part of a view's paging the centre keeps: where its next page starts. */
+interface ViewPager {
+  /** The `next` of its last page; `undefined` before the first one (the newest page). */
+  cursor: string | undefined;
+  loading: Promise<void> | null;
+}
+
+const READ: ItemChange = { is_read: true, is_seen: true };
+
 /** Socket, store and REST wired together: what a bell icon needs. */
 export class NotificationCenter {
-  readonly store = new NotificationStore();
+  readonly store: NotificationStore;
   readonly socket: SocketLike;
   readonly api: NotificationsApi;
   private readonly pageSize: number;
@@ -58,8 +85,11 @@ export class NotificationCenter {
   private beforeGap: { cursor: string | undefined; hasMore: boolean } | null = null;
   /** Moves when the cursor is reset: a page asked for before that is merged, not followed. */
   private pageGeneration = 0;
+  /** The views other than the inbox that paged, by `viewKey`. */
+  private readonly pagers = new Map<string, ViewPager>();
 
   constructor(options: NotificationCenterOptions) {
+    this.store = new NotificationStore({ snapshotSize: options.snapshotSize });
     this.pageSize = options.pageSize ?? 20;
     this.onNotification = options.onNotification;
     // One token for the socket and REST, kept while it lasts: see TokenCache.
@@ -73,6 +103,7 @@ export class NotificationCenter {
     const createSocket = options.createSocket ?? ((socket) => new NotificationsSocket(socket));
     this.socket = createSocket({
       ...options.socket,
+      counts: options.counts ?? true,
       baseUrl: options.baseUrl,
       getToken: tokens.get,
       onEvent: (event, replayed) => this.receive(event, replayed === true),
@@ -94,24 +125,84 @@ export class NotificationCenter {
   }
 
   /**
-   * Fetch the page of items older than the oldest held, and merge it. Calls made while a page
-   * is on its way share it; nothing happens once the server said there is no older page.
-   * Never rejects: a failure is in the state's `loadError`, and the next call tries again.
+   * Fetch the next page of a view (the inbox by default: the items older than the oldest
+   * held), and merge it. Calls made while a page is on its way share it; nothing happens once
+   * the server said there is no older page. A view other than the inbox starts from its
+   * newest page and follows the server's cursor. Never rejects: a failure is in the state's
+   * `loadError` (the view's, `store.view(view).loadError`), and the next call tries again.
    */
-  loadMore(): Promise<void> {
+  loadMore(view: ViewFilter = VIEWS.inbox): Promise<void> {
+    const key = viewKey(view);
+    if (key !== INBOX_KEY) return this.loadView(key, view);
     if (!this.store.mayHaveOlder()) return Promise.resolve();
     this.loading ??= this.fetchOlderPage().finally(() => (this.loading = null));
     return this.loading;
   }
 
-  /** Optimistic: the item reads at once, and unreads again if the server refuses. */
+  /** Optimistic, as every change below: shown at once, undone if the server refuses. */
   markRead(id: string): Promise<void> {
-    return this.readOptimistically(this.store.markReadLocally([id]), () => this.api.markRead(id));
+    return this.changeOne(id, READ, () => this.api.markRead(id));
   }
 
-  /** Optimistic: the badge drops to 0 at once, and comes back if the server refuses. */
-  markAllRead(): Promise<void> {
-    return this.readOptimistically(this.store.markReadLocally('all'), () => this.api.markAllRead());
+  /** Unread again (it stays seen). */
+  markUnread(id: string): Promise<void> {
+    return this.changeOne(id, { is_read: false }, () => this.api.markUnread(id));
+  }
+
+  markSeen(id: string): Promise<void> {
+    return this.changeOne(id, { is_seen: true }, () => this.api.markSeen(id));
+  }
+
+  /** Out of the inbox, into the archived view. */
+  archive(id: string): Promise<void> {
+    return this.changeOne(id, { is_archived: true }, () => this.api.archive(id));
+  }
+
+  unarchive(id: string): Promise<void> {
+    return this.changeOne(id, { is_archived: false }, () => this.api.unarchive(id));
+  }
+
+  /** Deleted for good. */
+  remove(id: string): Promise<void> {
+    return this.changeOne(id, { deleted: true }, () => this.api.remove(id));
+  }
+
+  /**
+   * Every unread inbox item (of `types`, when given) read: the badge drops at once, and
+   * comes back if the server refuses. Like every bulk call below, only the items at or older
+   * than `upTo` change, by default the newest item held, so that one arriving during the call
+   * stays as it is.
+   */
+  markAllRead(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.changeAll({ archived: false }, READ, options, (body) => this.api.markAllRead(body));
+  }
+
+  /** Every inbox item seen: what the bell's opening does. Unread ones stay unread. */
+  markAllSeen(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.changeAll({ archived: false }, { is_seen: true }, options, (body) =>
+      this.api.markAllSeen(body),
+    );
+  }
+
+  /** Inbox items into the archived view (`isRead: true`: the read ones only). */
+  archiveAll(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.changeAll({ archived: false }, { is_archived: true }, options, (body) =>
+      this.api.archiveAll(body),
+    );
+  }
+
+  /** Archived items back into the inbox. */
+  unarchiveAll(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.changeAll({ archived: true }, { is_archived: false }, options, (body) =>
+      this.api.unarchiveAll(body),
+    );
+  }
+
+  /** Empty the inbox, or the archived view with `archived: true`. */
+  deleteAll({ archived = false, ...options }: DeleteAllOptions = {}): Promise<BulkResult> {
+    return this.changeAll({ archived }, { deleted: true }, options, (body) =>
+      this.api.deleteAll({ ...body, ...(archived && { archived }) }),
+    );
   }
 
   /** The badge from REST; the socket's counts win over it when they arrive meanwhile. */
@@ -119,19 +210,30 @@ export class NotificationCenter {
     return this.store.refreshUnreadCount(() => this.api.unreadCount()).catch(() => undefined);
   }
 
+  /**
+   * Every count from REST (`GET /counts`) once the server has shown it has per-type counts;
+   * the unread count alone before. The socket's counts win when they arrive meanwhile.
+   */
+  refreshCounts(): Promise<void> {
+    if (!this.store.countsKnown()) return this.refreshUnreadCount();
+    return this.store.refreshCounts(() => this.api.getCounts()).catch(() => undefined);
+  }
+
   private receive(event: ServerEvent, replayed: boolean): void {
-    const news =
-      !replayed && event.event === 'notification.created' && !this.store.has(event.payload.id);
+    const created = event.event === 'notification.created' ? event.payload : undefined;
+    const heldBefore = created !== undefined && this.store.has(created.id);
     const oldest = event.event === 'snapshot' ? event.payload.at(-1) : undefined;
     const maybeGap = oldest !== undefined && !this.store.has(oldest.id);
     this.store.apply(event);
     if (maybeGap) this.noticeGap(oldest.id);
-    if (news && pageIsVisible()) this.onNotification?.(event.payload);
+    // News: not held before, held now (a duplicate of a deleted item is not).
+    const news = created !== undefined && !heldBefore && this.store.has(created.id);
+    if (news && !replayed && pageIsVisible()) this.onNotification?.(created);
   }
 
-  /** A new snapshot's oldest item sits above held items it did not reach: page from it. */
+  /** A new snapshot's oldest item sits above held inbox items it did not reach: page from it. */
   private noticeGap(oldestId: string): void {
-    const ids = this.store.getState().orderedIds;
+    const ids = this.store.items().map((item) => item.id);
     if (ids.indexOf(oldestId) >= ids.length - 1) return; // nothing older held: no gap
     this.beforeGap ??= { cursor: this.cursor, hasMore: this.store.getState().hasMore };
     this.cursor = oldestId;
@@ -140,17 +242,17 @@ export class NotificationCenter {
   }
 
   private async fetchOlderPage(): Promise<void> {
-    // The first page starts after the oldest item held (the snapshot's); with nothing held
-    // yet, from the newest. Later pages follow the server's cursor, which live items and
+    // The first page starts after the oldest inbox item held (the snapshot's); with nothing
+    // held yet, from the newest. Later pages follow the server's cursor, which live items and
     // snapshots cannot move: they are all newer.
-    const before = this.cursor ?? this.store.getState().orderedIds.at(-1);
+    const before = this.cursor ?? this.store.items().at(-1)?.id;
     const generation = this.pageGeneration;
-    this.store.loadingMore();
+    const mark = this.store.loadingMore();
     try {
       const page = await this.api.page({ before, limit: this.pageSize });
       if (generation !== this.pageGeneration) {
         // A gap opened meanwhile and moved the cursor: keep the items, not the position.
-        this.store.addPage(page.items, { hasMore: this.store.getState().hasMore });
+        this.store.addPage(page.items, { hasMore: this.store.getState().hasMore, mark });
         return;
       }
       let hasMore = page.next !== null;
@@ -162,26 +264,72 @@ export class NotificationCenter {
         this.cursor = gap.cursor ?? this.cursor;
         hasMore = hasMore && gap.hasMore;
       }
-      this.store.addPage(page.items, { hasMore });
+      this.store.addPage(page.items, { hasMore, mark });
     } catch (error) {
       this.store.loadMoreFailed(error);
     }
   }
 
-  private async readOptimistically(
-    read: OptimisticRead,
-    call: () => Promise<unknown>,
-  ): Promise<void> {
+  private loadView(key: string, view: ViewFilter): Promise<void> {
+    if (!this.store.view(view).hasMore) return Promise.resolve();
+    let pager = this.pagers.get(key);
+    if (!pager) {
+      pager = { cursor: undefined, loading: null };
+      this.pagers.set(key, pager);
+    }
+    const own = pager;
+    own.loading ??= this.fetchViewPage(view, own).finally(() => (own.loading = null));
+    return own.loading;
+  }
+
+  private async fetchViewPage(view: ViewFilter, pager: ViewPager): Promise<void> {
+    const mark = this.store.loadingMore(view);
     try {
-      await call();
+      const page = await this.api.page({
+        before: pager.cursor,
+        limit: this.pageSize,
+        archived: view.archived,
+        types: view.types,
+        isRead: view.isRead,
+        isSeen: view.isSeen,
+      });
+      if (page.next !== null) pager.cursor = page.next;
+      this.store.addPage(page.items, { hasMore: page.next !== null, mark, view });
     } catch (error) {
-      // Signed out, the count would be refused too; the next connection brings it.
-      if (read.rollBack() && this.socket.state !== 'unauthorized') void this.refreshUnreadCount();
+      this.store.loadMoreFailed(error, view);
+    }
+  }
+
+  private changeOne(id: string, change: ItemChange, call: () => Promise<unknown>): Promise<void> {
+    return this.optimistically(this.store.changeLocally([id], change), call).then(() => undefined);
+  }
+
+  private changeAll(
+    scope: Pick<BulkScope, 'archived'>,
+    change: ItemChange,
+    options: BulkOptions,
+    call: (options: BulkOptions) => Promise<BulkResult>,
+  ): Promise<BulkResult> {
+    // The newest item held: an item that arrives while the call runs is newer, and unchanged.
+    const upTo = options.upTo ?? this.store.newestId({ archived: scope.archived });
+    const body = { ...options, ...(upTo !== undefined && { upTo }) };
+    const local = this.store.changeAllLocally({ ...scope, ...body }, change);
+    return this.optimistically(local, () => call(body));
+  }
+
+  private async optimistically<T>(change: OptimisticChange, call: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await call();
+    } catch (error) {
+      // Signed out, the counts would be refused too; the next connection brings them.
+      if (change.rollBack() && this.socket.state !== 'unauthorized') void this.refreshCounts();
       throw error;
     }
-    // The server answered before its events reached the socket: ask for the count rather
-    // than wait for one that may never come (the item was already read on the server).
-    if (read.commit()) void this.refreshUnreadCount();
+    // The server answered before its events reached the socket: ask for the counts rather
+    // than wait for ones that may never come (the item was already so on the server).
+    if (change.commit()) void this.refreshCounts();
+    return result;
   }
 }
 

@@ -4,6 +4,9 @@ export {
   ApiError,
   NotificationsApi,
   type ApiOptions,
+  type BulkOptions,
+  type BulkResult,
+  type DeleteAllOptions,
   type NotificationPage,
   type PageQuery,
 } from './rest.js';
@@ -33,11 +36,28 @@ export {
   tokenExpiry,
   type TokenExpiry,
 } from './token.js';
-export { NotificationStore, type NotificationState, type OptimisticRead } from './store.js';
+export {
+  NotificationStore,
+  REMOVED_MEMORY,
+  SNAPSHOT_SIZE,
+  type BulkScope,
+  type ItemChange,
+  type NotificationState,
+  type OptimisticChange,
+  type OptimisticRead,
+  type StoreOptions,
+  type ViewPaging,
+  type ViewState,
+} from './store.js';
 export type {
+  BulkChange,
+  BulkFilter,
   ConnectionState,
+  Counts,
   GetToken,
   NotificationItem,
   NotificationType,
   ServerEvent,
+  TypeCounts,
 } from './types.js';
+export { inView, ofTypes, viewKey, VIEWS, type ViewFilter } from './views.js';

@@ -4,6 +4,8 @@
  * both agree, so change them together.
  */
 
+import type { NotificationType } from './types.js';
+
 export const SOCKET_PATH = '/api/v1/notifications/ws';
 
 /** Sent by the client itself when it closes. */
@@ -16,3 +18,18 @@ export const CLOSE_TRY_AGAIN_LATER = 1013;
 export const CLOSE_TOKEN_REFUSED = 4401;
 export const CLOSE_ORIGIN_REFUSED = 4403;
 export const CLOSE_TOO_MANY_SOCKETS = 4429;
+
+/**
+ * Every notification type, in the server's order (the event names are in `ServerEvent`,
+ * types.ts). The server's test compares every one-line `export const NAME = value;` of this
+ * file with `protocol.py`'s path and close codes: a list like this one is left out of it.
+ */
+export const NOTIFICATION_TYPES = [
+  'GENERIC_INFO',
+  'TEMPLATE_APPROVED',
+  'TEMPLATE_REJECTED',
+  'CAMPAIGN_SCHEDULED',
+  'CAMPAIGN_SENDING',
+  'CAMPAIGN_COMPLETED',
+  'CAMPAIGN_ERROR',
+] as const satisfies readonly NotificationType[];

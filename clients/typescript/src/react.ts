@@ -3,7 +3,6 @@
 import {
   createContext,
   createElement,
-  useCallback,
   useContext,
   useEffect,
   useMemo,
@@ -16,8 +15,10 @@ import {
 import { NotificationCenter, type NotificationCenterOptions } from './center.js';
 import { SharedSocket } from './shared.js';
 import type { UnauthorizedError } from './socket.js';
-import { EMPTY_STATE, itemsOf, type NotificationState } from './store.js';
-import type { ConnectionState, NotificationItem } from './types.js';
+import type { BulkOptions, BulkResult } from './rest.js';
+import { EMPTY_STATE, EMPTY_VIEW, type NotificationState, type ViewState } from './store.js';
+import type { ConnectionState, Counts, NotificationItem } from './types.js';
+import { viewKey, VIEWS, type ViewFilter } from './views.js';
 
 export interface NotificationsProviderProps extends NotificationCenterOptions {
   /**
@@ -37,8 +38,11 @@ export interface NotificationsProviderProps extends NotificationCenterOptions {
 }
 
 export interface UseNotifications {
-  items: NotificationItem[];
+  /** The inbox, newest first (`useNotificationView` for the other views). */
+  items: readonly NotificationItem[];
   unreadCount: number;
+  /** The inbox's counts, per type too; `null` until the server sent them. */
+  counts: Counts | null;
   connection: ConnectionState;
   /** Why `connection` is `unauthorized` (signed out, not offline); `null` otherwise. */
   authError: UnauthorizedError | null;
@@ -49,10 +53,36 @@ export interface UseNotifications {
   loadError: unknown | null;
   /** Fetch the next page of older items; never rejects (see `loadError`). */
   loadMore: () => Promise<void>;
+  /** Each change shows at once and is undone if the server refuses (the promise rejects). */
   markRead: (id: string) => Promise<void>;
+  markUnread: (id: string) => Promise<void>;
+  markSeen: (id: string) => Promise<void>;
+  archive: (id: string) => Promise<void>;
+  unarchive: (id: string) => Promise<void>;
+  /** Deleted for good. */
+  remove: (id: string) => Promise<void>;
+  /** Every inbox item read (up to the newest held: one arriving meanwhile stays unread). */
   markAllRead: () => Promise<void>;
+  /** Every inbox item seen, as when the bell opens: the unseen count drops to 0. */
+  markAllSeen: () => Promise<void>;
   /** Reconnect at once, e.g. after the user signed in again. */
   retryNow: () => void;
+}
+
+/** One view of the feed (`VIEWS.archived`, `ofTypes([...])`…), live, and its bulk calls. */
+export interface UseNotificationView extends ViewState {
+  /** Fetch the view's next page; never rejects (see `loadError`). */
+  loadMore: () => Promise<void>;
+  /**
+   * The bulk calls, for the view's types (and `isRead`), up to its newest held item.
+   * Read-all, seen-all and archive-all act on the inbox, unarchive-all on the archived view,
+   * delete-all on the view's own half.
+   */
+  markAllRead: () => Promise<void>;
+  markAllSeen: () => Promise<void>;
+  archiveAll: () => Promise<void>;
+  unarchiveAll: () => Promise<void>;
+  deleteAll: () => Promise<void>;
 }
 
 interface Built {
@@ -109,29 +139,87 @@ export function NotificationsProvider(props: NotificationsProviderProps): ReactN
 export function useNotifications(): UseNotifications {
   const center = useCenter('useNotifications');
   const state = useCenterState(center, (current) => current);
-  const { notificationsById, orderedIds } = state;
-  const items = useMemo(
-    () => itemsOf({ notificationsById, orderedIds }),
-    [notificationsById, orderedIds],
-  );
+  const { items } = useCenterState(center, () => center?.store.view() ?? EMPTY_VIEW);
+  const calls = useMemo(() => centerCalls(center), [center]);
   return {
     items,
     unreadCount: state.unreadCount,
+    counts: state.counts,
     connection: state.connection,
     authError: state.authError,
     hasMore: state.hasMore,
     isLoadingMore: state.isLoadingMore,
     loadError: state.loadError,
-    loadMore: useCallback(() => center?.loadMore() ?? Promise.resolve(), [center]),
-    markRead: useCallback((id: string) => withCenter(center, (c) => c.markRead(id)), [center]),
-    markAllRead: useCallback(() => withCenter(center, (c) => c.markAllRead()), [center]),
-    retryNow: useCallback(() => center?.retryNow(), [center]),
+    ...calls,
+  };
+}
+
+/** The calls of `useNotifications`, made once per centre. */
+function centerCalls(center: NotificationCenter | null) {
+  const change = (call: (center: NotificationCenter, id: string) => Promise<void>) => {
+    return (id: string) => withCenter(center, (c) => call(c, id));
+  };
+  return {
+    loadMore: () => center?.loadMore() ?? Promise.resolve(),
+    markRead: change((c, id) => c.markRead(id)),
+    markUnread: change((c, id) => c.markUnread(id)),
+    markSeen: change((c, id) => c.markSeen(id)),
+    archive: change((c, id) => c.archive(id)),
+    unarchive: change((c, id) => c.unarchive(id)),
+    remove: change((c, id) => c.remove(id)),
+    markAllRead: () => withCenter(center, (c) => c.markAllRead()),
+    markAllSeen: () => withCenter(center, (c) => c.markAllSeen()),
+    retryNow: () => center?.retryNow(),
+  };
+}
+
+/**
+ * One view of the feed over the same store: its items (derived from the store by the
+ * filter), its own pages, and its bulk calls. `view` may be a new object on each render: two
+ * equal filters are one view.
+ */
+export function useNotificationView(view: ViewFilter = VIEWS.inbox): UseNotificationView {
+  const center = useCenter('useNotificationView');
+  // The filter of the first render with this key: an equal new object changes nothing.
+  const latest = useRef(view);
+  const key = viewKey(view);
+  if (viewKey(latest.current) !== key) latest.current = view;
+  const filter = latest.current;
+  const state = useCenterState(center, () => center?.store.view(filter) ?? EMPTY_VIEW);
+  const calls = useMemo(() => viewCalls(center, filter), [center, filter]);
+  return { ...state, ...calls };
+}
+
+/** The calls of `useNotificationView`, made once per centre and view. */
+function viewCalls(center: NotificationCenter | null, view: ViewFilter) {
+  const options: BulkOptions = {
+    ...(view.types !== undefined && { types: view.types }),
+    ...(view.isRead !== undefined && { isRead: view.isRead }),
+  };
+  const bulk = (call: (center: NotificationCenter) => Promise<BulkResult>) => {
+    return () => withCenter(center, call);
+  };
+  return {
+    loadMore: () => center?.loadMore(view) ?? Promise.resolve(),
+    markAllRead: bulk((c) => c.markAllRead(options)),
+    markAllSeen: bulk((c) => c.markAllSeen(options)),
+    archiveAll: bulk((c) => c.archiveAll(options)),
+    unarchiveAll: bulk((c) => c.unarchiveAll(options)),
+    deleteAll: bulk((c) => c.deleteAll({ ...options, archived: view.archived === true })),
   };
 }
 
 /** The badge alone: re-renders only when the count changes. */
 export function useUnreadCount(): number {
   return useCenterState(useCenter('useUnreadCount'), (state) => state.unreadCount);
+}
+
+/**
+ * The inbox's counts (unread and unseen, in all and per type): re-renders only when they
+ * change. `null` until the server sent them (a socket without per-type counts).
+ */
+export function useCounts(): Counts | null {
+  return useCenterState(useCenter('useCounts'), (state) => state.counts);
 }
 
 function useCenter(hook: string): NotificationCenter | null {
@@ -156,10 +244,10 @@ function useCenterState<T>(
 
 function withCenter(
   center: NotificationCenter | null,
-  call: (center: NotificationCenter) => Promise<void>,
+  call: (center: NotificationCenter) => Promise<unknown>,
 ): Promise<void> {
   if (!center) return Promise.reject(new Error('the notification centre is not started yet'));
-  return call(center);
+  return call(center).then(() => undefined);
 }
 
 /** The tabs of one browser that share a socket: same service, same user. */

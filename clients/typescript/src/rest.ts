@@ -1,5 +1,5 @@
 import { isSignedOut, SignedOutError } from './token.js';
-import type { GetToken, NotificationItem, NotificationType } from './types.js';
+import type { Counts, GetToken, NotificationItem, NotificationType } from './types.js';
 
 export class ApiError extends Error {
   constructor(
@@ -31,7 +31,44 @@ export interface PageQuery {
   /** 20 by default; the server accepts 1 to 100. */
   limit?: number;
   isRead?: boolean;
+  /** Only unseen (`false`) or seen (`true`) items. */
+  isSeen?: boolean;
+  /** The archived view (`true`); the inbox by default. */
+  archived?: boolean;
   type?: NotificationType;
+  /** Items of any of these types (a category); sent as one `type=` each, beside `type`. */
+  types?: readonly NotificationType[];
+}
+
+/**
+ * Which items a bulk call changes; every field is optional. Without `upTo` the server
+ * changes every matching item, one that arrives during the call too: `NotificationCenter`
+ * sends the newest item it holds.
+ */
+export interface BulkOptions {
+  /** Only items of these types (a category). */
+  types?: readonly NotificationType[];
+  /** The id of the newest item the user could see: only it and older items change. */
+  upTo?: string;
+  /** Only read (`true`) or unread (`false`) items. */
+  isRead?: boolean;
+}
+
+export interface DeleteAllOptions extends BulkOptions {
+  /** Empty the archived view (`true`) instead of the inbox. */
+  archived?: boolean;
+}
+
+/**
+ * A bulk call's answer. `done: false` (a 202) means the server carries on with it: counts
+ * are pushed as its batches commit, and `notifications.changed` when it is done.
+ */
+export interface BulkResult {
+  /** The unread count after the call (so far, when not done). */
+  count: number;
+  /** Items changed (so far, when not done). */
+  changed: number;
+  done: boolean;
 }
 
 export interface NotificationPage {
@@ -43,8 +80,8 @@ export interface NotificationPage {
 
 /**
  * The user's REST calls. A 401 gets one retry with a refreshed token. Calls that change
- * something (mark read, mark all read) are sent with `keepalive`, so that a link followed
- * in the same click does not cancel them.
+ * something (mark read, archive, delete, the bulk calls…) are sent with `keepalive`, so that
+ * a link followed in the same click does not cancel them.
  */
 export class NotificationsApi {
   private readonly fetch: typeof fetch;
@@ -58,12 +95,8 @@ export class NotificationsApi {
   }
 
   /** One page, newest first, and the cursor of the next (keyset: gapless while items arrive). */
-  async page({ before, limit = 20, isRead, type }: PageQuery = {}): Promise<NotificationPage> {
-    const query = new URLSearchParams({ limit: String(limit) });
-    if (before !== undefined) query.set('before', before);
-    if (isRead !== undefined) query.set('is_read', String(isRead));
-    if (type !== undefined) query.set('type', type);
-    const response = await this.respond('GET', `/?${query}`);
+  async page(query: PageQuery = {}): Promise<NotificationPage> {
+    const response = await this.respond('GET', `/?${pageQuery(query)}`);
     const items = (await response.json()) as NotificationItem[];
     return { items, next: nextCursor(response.headers.get('Link')) };
   }
@@ -73,25 +106,74 @@ export class NotificationsApi {
     return body.count;
   }
 
+  /** The inbox's unread and unseen counts, in all and per type. */
+  getCounts(): Promise<Counts> {
+    return this.request('GET', '/counts');
+  }
+
+  /** Each per-item call answers the item after the change (unchanged if nothing changed). */
   markRead(id: string): Promise<NotificationItem> {
     return this.request('PATCH', `/${encodeURIComponent(id)}/read`);
   }
 
-  async markAllRead(): Promise<void> {
-    await this.request('POST', '/read-all');
+  markUnread(id: string): Promise<NotificationItem> {
+    return this.request('PATCH', `/${encodeURIComponent(id)}/unread`);
   }
 
-  private async request<T>(method: string, path: string): Promise<T> {
-    const response = await this.respond(method, path);
+  markSeen(id: string): Promise<NotificationItem> {
+    return this.request('PATCH', `/${encodeURIComponent(id)}/seen`);
+  }
+
+  archive(id: string): Promise<NotificationItem> {
+    return this.request('PATCH', `/${encodeURIComponent(id)}/archive`);
+  }
+
+  unarchive(id: string): Promise<NotificationItem> {
+    return this.request('PATCH', `/${encodeURIComponent(id)}/unarchive`);
+  }
+
+  /** Delete for good (the server answers 204). */
+  async remove(id: string): Promise<void> {
+    await this.respond('DELETE', `/${encodeURIComponent(id)}`);
+  }
+
+  /** Every unread item of the inbox (without options, as the guide's call). */
+  markAllRead(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.request('POST', '/read-all', bulkBody(options));
+  }
+
+  markAllSeen(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.request('POST', '/seen-all', bulkBody(options));
+  }
+
+  /** Out of the inbox; `isRead: true` archives only the read ones. */
+  archiveAll(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.request('POST', '/archive-all', bulkBody(options));
+  }
+
+  /** Back from the archived view into the inbox. */
+  unarchiveAll(options: BulkOptions = {}): Promise<BulkResult> {
+    return this.request('POST', '/unarchive-all', bulkBody(options));
+  }
+
+  /** Empties the inbox, or the archived view with `archived: true`. */
+  deleteAll({ archived, ...options }: DeleteAllOptions = {}): Promise<BulkResult> {
+    const body = bulkBody(options) ?? {};
+    if (archived !== undefined) body.archived = archived;
+    return this.request('POST', '/delete-all', Object.keys(body).length > 0 ? body : undefined);
+  }
+
+  private async request<T>(method: string, path: string, body?: object): Promise<T> {
+    const response = await this.respond(method, path, body);
     return (await response.json()) as T;
   }
 
   /** The successful response to the call; an `ApiError` otherwise. */
-  private async respond(method: string, path: string): Promise<Response> {
+  private async respond(method: string, path: string, body?: object): Promise<Response> {
     const url = `${this.options.baseUrl.replace(/\/$/, '')}/api/v1/notifications${path}`;
-    let response = await this.send(method, url, false);
+    let response = await this.send(method, url, false, body);
     const refreshed = response.status === 401;
-    if (refreshed) response = await this.send(method, url, true);
+    if (refreshed) response = await this.send(method, url, true, body);
     if (!response.ok) {
       const body = (await response.json().catch(() => ({}))) as { error?: string; detail?: string };
       const error = new ApiError(
@@ -105,13 +187,21 @@ export class NotificationsApi {
     return response;
   }
 
-  private async send(method: string, url: string, refresh: boolean): Promise<Response> {
+  private async send(
+    method: string,
+    url: string,
+    refresh: boolean,
+    body: object | undefined,
+  ): Promise<Response> {
     const token = await this.token(refresh);
+    const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     // keepalive: the request outlives the page, as a read made by clicking a link must.
     return this.fetch(url, {
       method,
-      headers: { Authorization: `Bearer ${token}` },
+      headers,
       keepalive: method !== 'GET',
+      ...(body !== undefined && { body: JSON.stringify(body) }),
     });
   }
 
@@ -128,6 +218,35 @@ export class NotificationsApi {
     this.options.onUnauthorized?.(error);
     throw error;
   }
+}
+
+function pageQuery({
+  before,
+  limit = 20,
+  isRead,
+  isSeen,
+  archived,
+  type,
+  types = [],
+}: PageQuery): URLSearchParams {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (before !== undefined) query.set('before', before);
+  if (isRead !== undefined) query.set('is_read', String(isRead));
+  if (isSeen !== undefined) query.set('is_seen', String(isSeen));
+  if (archived !== undefined) query.set('archived', String(archived));
+  for (const each of new Set([...(type === undefined ? [] : [type]), ...types])) {
+    query.append('type', each);
+  }
+  return query;
+}
+
+/** The wire body of a bulk call; `undefined` when no option is set (the guide's call). */
+function bulkBody({ types, upTo, isRead }: BulkOptions): Record<string, unknown> | undefined {
+  const body: Record<string, unknown> = {};
+  if (types !== undefined) body.types = [...types];
+  if (upTo !== undefined) body.up_to = upTo;
+  if (isRead !== undefined) body.is_read = isRead;
+  return Object.keys(body).length > 0 ? body : undefined;
 }
 
 // One link-value of RFC 8288: `<target>` and its `; name=value` parameters.

@@ -83,6 +83,12 @@ export interface SocketOptions {
   onStateChange?: (state: ConnectionState, authError: UnauthorizedError | null) => void;
   /** The server's `CAMPANA_KEEPALIVE_SECONDS`, in ms; `KEEPALIVE_MS` by default. */
   keepaliveMs?: number;
+  /**
+   * Open the socket with `&counts=1`: the server then sends `counts.updated` (per-type unread
+   * and unseen counts) after the opening `unread_count.updated` and after every change of a
+   * count. Off by default, as the guide's socket; `NotificationCenter` turns it on.
+   */
+  counts?: boolean;
   createWebSocket?: WebSocketFactory;
   lifecycle?: PageLifecycle;
   /** How long `getToken` may take before the attempt is retried; `TOKEN_TIMEOUT_MS` by default. */
@@ -282,7 +288,10 @@ export class NotificationsSocket {
 
   private openSocket(token: string, fresh: boolean, renewal: boolean): Attempt {
     const base = this.options.baseUrl.replace(/^http/, 'ws').replace(/\/$/, '');
-    const ws = this.createWebSocket(`${base}${SOCKET_PATH}?token=${encodeURIComponent(token)}`);
+    const counts = this.options.counts === true ? '&counts=1' : '';
+    const ws = this.createWebSocket(
+      `${base}${SOCKET_PATH}?token=${encodeURIComponent(token)}${counts}`,
+    );
     const attempt: Attempt = {
       ws,
       fresh,

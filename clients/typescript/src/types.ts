@@ -15,15 +15,63 @@ export interface NotificationItem {
   type: NotificationType;
   link_url: string | null;
   is_read: boolean;
+  /**
+   * The user has had it in front of them (the bell was opened). A read item is always seen:
+   * marking read marks seen too, marking unread keeps it seen.
+   */
+  is_seen: boolean;
+  /** Out of the inbox, in the archived view. */
+  is_archived: boolean;
   /** ISO-8601 with zone, e.g. `2026-11-28T07:00:00.123456Z`. */
   created_at: string;
+}
+
+/** One type's share of the inbox's counts. */
+export interface TypeCounts {
+  unread: number;
+  unseen: number;
+}
+
+/**
+ * The inbox's counts (archived items are not in them), as `counts.updated` and
+ * `GET /api/v1/notifications/counts` give them; every type is always present.
+ */
+export interface Counts {
+  /** Equals the unread badge (`unread_count.updated`) at the same moment. */
+  unread: number;
+  unseen: number;
+  by_type: Record<NotificationType, TypeCounts>;
+}
+
+/** What a bulk change did (`notifications.changed`): read-all, seen-all, (un)archive-all, delete-all. */
+export type BulkChange =
+  | { is_read: true; is_seen: true }
+  | { is_seen: true }
+  | { is_archived: boolean }
+  | { deleted: true };
+
+/** Which items a bulk change acted on. */
+export interface BulkFilter {
+  /** The view it acted on: the archived view (true) or the inbox (false). */
+  archived: boolean;
+  /** `null`: every type. */
+  types: NotificationType[] | null;
+  /** `null`: read and unread. */
+  is_read: boolean | null;
+  /** Only items at or older than this one (created_at, then id); `null`: every item. */
+  up_to: { id: string; created_at: string } | null;
 }
 
 export type ServerEvent =
   | { event: 'snapshot'; payload: NotificationItem[] }
   | { event: 'notification.created'; payload: NotificationItem }
   | { event: 'notification.read'; payload: { id: string; is_read: true } }
+  | { event: 'notification.updated'; payload: NotificationItem }
+  | { event: 'notification.deleted'; payload: { id: string } }
+  | { event: 'notifications.changed'; payload: { change: BulkChange; filter: BulkFilter } }
   | { event: 'unread_count.updated'; payload: { count: number } }
+  /** Only on a socket opened with `&counts=1`. */
+  | { event: 'counts.updated'; payload: Counts }
   | { event: 'keepalive'; payload: Record<string, never> };
 
 /**

@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NotificationCenter, type SocketLike } from '../src/center.js';
 import { ApiError } from '../src/rest.js';
 import type { SocketOptions } from '../src/socket.js';
-import type { NotificationItem } from '../src/types.js';
+import type { Counts, NotificationItem, NotificationType } from '../src/types.js';
+import { ofTypes, VIEWS } from '../src/views.js';
 import { answer, controlledFetch, FakeWebSocket, item, jwt, pageAnswer } from './fakes.js';
 
 const opened: NotificationCenter[] = [];
@@ -202,6 +203,7 @@ function drivenCenter(
     getToken: () => 't',
     fetch,
     pageSize: 2,
+    snapshotSize: 2, // the server's: a snapshot of 2 is a full one here
     onNotification,
     createSocket: (options) => {
       socketOptions = options;
@@ -454,5 +456,264 @@ describe('NotificationCenter onNotification', () => {
     send({ event: 'notification.created', payload: live });
     expect(announced).toEqual([live.id]);
     expect(heldWhenAnnounced).toEqual([true]);
+  });
+});
+
+/** Counts of the inbox with `unread` and `unseen` items of `type`, 0 of the others. */
+function genericCounts(unread: number, unseen: number, type: NotificationType = 'GENERIC_INFO') {
+  const types = [
+    'GENERIC_INFO',
+    'TEMPLATE_APPROVED',
+    'TEMPLATE_REJECTED',
+    'CAMPAIGN_SCHEDULED',
+    'CAMPAIGN_SENDING',
+    'CAMPAIGN_COMPLETED',
+    'CAMPAIGN_ERROR',
+  ] as const;
+  const by_type = Object.fromEntries(types.map((type) => [type, { unread: 0, unseen: 0 }]));
+  by_type[type] = { unread, unseen };
+  return { unread, unseen, by_type } as Counts;
+}
+
+describe('NotificationCenter, the lifecycle calls', () => {
+  /** A driven centre holding `held` (newest first), with its counts as the server sends them. */
+  function lifecycleCenter(fetch: typeof globalThis.fetch, held: NotificationItem[]) {
+    const driven = drivenCenter(fetch, held);
+    const unread = held.filter((shown) => !shown.is_read).length;
+    const unseen = held.filter((shown) => !shown.is_seen).length;
+    driven.send({ event: 'counts.updated', payload: genericCounts(unread, unseen) });
+    const get = (id: string) => driven.hub.store.getState().notificationsById.get(id);
+    const counts = () => driven.hub.store.getState().counts;
+    const badge = () => driven.hub.store.getState().unreadCount;
+    return { ...driven, get, counts, badge };
+  }
+
+  it('opens its socket with counts=1, unless told not to', async () => {
+    FakeWebSocket.created = [];
+    for (const counts of [undefined, false]) {
+      const hub = new NotificationCenter({
+        baseUrl: 'http://x',
+        getToken: () => 't',
+        counts,
+        socket: { createWebSocket: (url) => new FakeWebSocket(url) },
+      });
+      opened.push(hub);
+      hub.connect();
+    }
+    await vi.waitFor(() => expect(FakeWebSocket.created).toHaveLength(2));
+    expect(FakeWebSocket.created.map((ws) => new URL(ws.url).search)).toEqual([
+      '?token=t&counts=1',
+      '?token=t',
+    ]);
+  });
+
+  const calls = [
+    ['markUnread', 'PATCH', '/unread', { is_read: true, is_seen: true }, { is_read: false }],
+    ['markSeen', 'PATCH', '/seen', {}, { is_seen: true }],
+    ['archive', 'PATCH', '/archive', {}, { is_archived: true }],
+    ['unarchive', 'PATCH', '/unarchive', { is_archived: true }, { is_archived: false }],
+  ] as const;
+
+  for (const [method, verb, suffix, before, after] of calls) {
+    it(`${method} shows at once, calls ${verb} …${suffix}, and undoes exactly that on failure`, async () => {
+      const { fetch, next } = controlledFetch();
+      const target = item(before);
+      const { hub, get } = lifecycleCenter(fetch, [target]);
+      const changing = hub[method](target.id);
+      expect(get(target.id)).toMatchObject(after);
+      const call = await next(`${verb} /${target.id}${suffix}`);
+      call.answer(answer(500, { error: 'internal', detail: 'boom' }));
+      await expect(changing).rejects.toBeInstanceOf(ApiError);
+      expect(get(target.id)).toEqual(target);
+    });
+  }
+
+  it('remove hides the item at once, calls DELETE and keeps it gone once the server agrees', async () => {
+    const { fetch, next } = controlledFetch();
+    const [a, b] = [item(), item()];
+    const { hub, send, ids } = lifecycleCenter(fetch, [b, a]);
+    const removing = hub.remove(a.id);
+    expect(ids()).toEqual([b.id]);
+    expect(hub.store.getState().unreadCount).toBe(1);
+    (await next(`DELETE /${a.id}`)).answer(new Response(null, { status: 204 }));
+    await removing;
+    send({ event: 'notification.deleted', payload: { id: a.id } });
+    send({ event: 'unread_count.updated', payload: { count: 1 } });
+    send({ event: 'counts.updated', payload: genericCounts(1, 1) });
+    send({ event: 'notification.created', payload: a }); // a late duplicate
+    expect(ids()).toEqual([b.id]);
+  });
+
+  it('a failed delete brings the item back and asks for the counts it cannot know', async () => {
+    const { fetch, next } = controlledFetch();
+    const a = item();
+    const { hub, ids, counts } = lifecycleCenter(fetch, [a]);
+    const removing = hub.remove(a.id);
+    (await next(`DELETE /${a.id}`)).answer(new Response('Bad Gateway', { status: 502 }));
+    await expect(removing).rejects.toBeInstanceOf(ApiError);
+    expect(ids()).toEqual([a.id]);
+    (await next('GET /counts')).answer(answer(200, genericCounts(0, 0)));
+    await vi.waitFor(() => expect(counts()?.unread).toBe(0)); // deleted all the same
+    expect(hub.store.getState().unreadCount).toBe(0);
+  });
+
+  it('markAllSeen sends up_to the newest held item; one that arrives meanwhile stays unseen', async () => {
+    const { fetch, next } = controlledFetch();
+    const [a, b] = [item(), item()].reverse() as [NotificationItem, NotificationItem];
+    const { hub, send, get, counts } = lifecycleCenter(fetch, [a, b]);
+    const seeing = hub.markAllSeen();
+    expect([counts()?.unseen, hub.store.getState().unreadCount]).toEqual([0, 2]);
+    const call = await next('POST /seen-all');
+    const late = item();
+    send({ event: 'notification.created', payload: late });
+    send({ event: 'unread_count.updated', payload: { count: 3 } });
+    send({ event: 'counts.updated', payload: genericCounts(3, 3) });
+    expect(counts()?.unseen).toBe(1);
+    call.answer(answer(200, { count: 3, changed: 2, done: true }));
+    expect(await seeing).toEqual({ count: 3, changed: 2, done: true });
+    expect(fetch.mock.calls[0]?.[1]?.body).toBe(JSON.stringify({ up_to: a.id }));
+    send({ event: 'notifications.changed', payload: seenAll(a) });
+    send({ event: 'counts.updated', payload: genericCounts(3, 1) });
+    expect([get(a.id)?.is_seen, get(b.id)?.is_seen, get(late.id)?.is_seen]).toEqual([
+      true,
+      true,
+      false,
+    ]);
+    expect(counts()?.unseen).toBe(1);
+  });
+
+  it('markAllRead of a category sends its types, and a failure restores the server counts', async () => {
+    const { fetch, next } = controlledFetch();
+    const error = item({ type: 'CAMPAIGN_ERROR' });
+    const { hub, counts } = lifecycleCenter(fetch, [error]);
+    hub.store.apply({ event: 'counts.updated', payload: genericCounts(1, 1, 'CAMPAIGN_ERROR') });
+    const reading = hub.markAllRead({ types: ['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING'] });
+    const call = await next('POST /read-all');
+    expect(JSON.parse(String(fetch.mock.calls[0]?.[1]?.body))).toEqual({
+      types: ['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING'],
+      up_to: error.id,
+    });
+    expect(counts()?.by_type.CAMPAIGN_ERROR.unread).toBe(0);
+    call.fail(new TypeError('network down'));
+    await expect(reading).rejects.toThrow('network down');
+    expect(hub.store.getState().unreadCount).toBe(1);
+    expect(counts()?.by_type.CAMPAIGN_ERROR).toEqual({ unread: 1, unseen: 1 });
+  });
+
+  it('a 202 is success: the badge follows the counts the server pushes as it goes', async () => {
+    const { fetch, next } = controlledFetch();
+    const held = [item(), item()].reverse();
+    const { hub, send, badge } = lifecycleCenter(fetch, held);
+    send({ event: 'unread_count.updated', payload: { count: 500_000 } });
+    const archiving = hub.archiveAll();
+    expect(badge()).toBe(0);
+    (await next('POST /archive-all')).answer(
+      answer(202, { count: 400_000, changed: 100_000, done: false }),
+    );
+    expect((await archiving).done).toBe(false);
+    send({ event: 'unread_count.updated', payload: { count: 300_000 } });
+    send({ event: 'counts.updated', payload: genericCounts(300_000, 0) });
+    expect(badge()).toBe(300_000);
+    expect(hub.store.items()).toEqual([]); // the held items are archived: the server said so
+  });
+
+  it('deleteAll of the archived view says so in its body', async () => {
+    const { fetch, next } = controlledFetch();
+    const archived = item({ is_archived: true });
+    const { hub, send } = lifecycleCenter(fetch, []);
+    send({ event: 'notification.updated', payload: archived });
+    const deleting = hub.deleteAll({ archived: true });
+    expect(hub.store.items(VIEWS.archived)).toEqual([]);
+    (await next('POST /delete-all')).answer(answer(200, { count: 0, changed: 1, done: true }));
+    await deleting;
+    expect(JSON.parse(String(fetch.mock.calls[0]?.[1]?.body))).toEqual({
+      up_to: archived.id,
+      archived: true,
+    });
+  });
+
+  it('asks GET /counts, not the unread count, once the server sent per-type counts', async () => {
+    const { fetch, next } = controlledFetch();
+    const a = item();
+    const { hub, counts } = lifecycleCenter(fetch, [a]);
+    const reading = hub.markRead(a.id);
+    (await next(`PATCH /${a.id}/read`)).answer(answer(200, { ...a, is_read: true }));
+    await reading;
+    (await next('GET /counts')).answer(answer(200, genericCounts(0, 0)));
+    await vi.waitFor(() => expect(counts()?.unseen).toBe(0));
+  });
+});
+
+function seenAll(upTo: NotificationItem) {
+  return {
+    change: { is_seen: true },
+    filter: {
+      archived: false,
+      types: null,
+      is_read: null,
+      up_to: { id: upTo.id, created_at: upTo.created_at },
+    },
+  } as const;
+}
+
+describe('NotificationCenter views', () => {
+  it('pages a view from its newest page with its filter, then follows its cursor', async () => {
+    const { fetch, next } = controlledFetch();
+    const held = item();
+    const { hub } = drivenCenter(fetch, [held]);
+    const [a, b, c] = older(3, held).map((shown) => ({ ...shown, is_archived: true }));
+    const first = hub.loadMore(VIEWS.archived);
+    expect(hub.store.view(VIEWS.archived).isLoadingMore).toBe(true);
+    (await next('GET /?limit=2&archived=true')).answer(pageAnswer([a!, b!], b!.id));
+    await first;
+    const second = hub.loadMore(VIEWS.archived);
+    (await next(`GET /?limit=2&before=${b!.id}&archived=true`)).answer(pageAnswer([c!]));
+    await second;
+    expect(hub.store.items(VIEWS.archived).map((shown) => shown.id)).toEqual(
+      [a!, b!, c!].map((shown) => shown.id),
+    );
+    expect(hub.store.view(VIEWS.archived).hasMore).toBe(false);
+    await hub.loadMore(VIEWS.archived);
+    expect(fetch).toHaveBeenCalledTimes(2);
+    expect(hub.store.items()).toEqual([held]); // the inbox is the inbox
+  });
+
+  it('asks for a category with one type= per type, and the unread view with is_read', async () => {
+    const { fetch, next } = controlledFetch();
+    const { hub } = drivenCenter(fetch, [item()]);
+    const campaigns = ofTypes(['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING']);
+    const loading = [hub.loadMore(campaigns), hub.loadMore(VIEWS.unread)];
+    (await next('GET /?limit=2&type=CAMPAIGN_ERROR&type=CAMPAIGN_SENDING')).answer(pageAnswer([]));
+    (await next('GET /?limit=2&is_read=false')).answer(pageAnswer([]));
+    await Promise.all(loading);
+    expect(hub.store.view(campaigns).hasMore).toBe(false);
+  });
+
+  it('shares one request between calls for one view, and reports its failure in the view', async () => {
+    const { fetch, next } = controlledFetch();
+    const { hub } = drivenCenter(fetch, [item()]);
+    const loads = [hub.loadMore(VIEWS.unseen), hub.loadMore({ isSeen: false })];
+    (await next('GET /?limit=2&is_seen=false')).fail(new TypeError('network down'));
+    await Promise.all(loads);
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(hub.store.view(VIEWS.unseen)).toMatchObject({
+      isLoadingMore: false,
+      hasMore: true,
+      loadError: new TypeError('network down'),
+    });
+    expect(hub.store.getState().loadError).toBeNull();
+  });
+
+  it("starts the inbox's pages below its own items, not below the older ones of another view", async () => {
+    const { fetch, next } = controlledFetch();
+    const held = item();
+    const { hub } = drivenCenter(fetch, [held]);
+    const [old] = older(1, held);
+    const loading = hub.loadMore(VIEWS.unread);
+    (await next('GET /?limit=2&is_read=false')).answer(pageAnswer([old!], old!.id));
+    await loading;
+    const inbox = hub.loadMore();
+    (await next(`GET /?limit=2&before=${held.id}`)).answer(pageAnswer([]));
+    await inbox;
   });
 });

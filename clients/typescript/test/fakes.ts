@@ -89,6 +89,8 @@ export function item(overrides: Partial<NotificationItem> = {}): NotificationIte
     type: 'GENERIC_INFO',
     link_url: null,
     is_read: false,
+    is_seen: false,
+    is_archived: false,
     created_at: new Date(Date.UTC(2026, 10, 28, 7, 0, counter)).toISOString(),
     ...overrides,
   };

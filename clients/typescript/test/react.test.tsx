@@ -4,14 +4,19 @@ import { createRoot } from 'react-dom/client';
 import { renderToString } from 'react-dom/server';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
+import { NOTIFICATION_TYPES } from '../src/protocol.js';
 import {
   NotificationsProvider,
+  useCounts,
   useNotifications,
+  useNotificationView,
   useUnreadCount,
   type NotificationsProviderProps,
   type UseNotifications,
+  type UseNotificationView,
 } from '../src/react.js';
-import type { NotificationItem } from '../src/types.js';
+import type { Counts, NotificationItem, NotificationType } from '../src/types.js';
+import { ofTypes } from '../src/views.js';
 import { answer, controlledFetch, FakeWebSocket, item, pageAnswer } from './fakes.js';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
@@ -142,7 +147,7 @@ describe('NotificationsProvider and useNotifications', () => {
     const held = item();
     opened(held);
     await act(async () => await latest?.markRead(held.id));
-    expect(seen.at(-1)?.items).toEqual([{ ...held, is_read: true }]);
+    expect(seen.at(-1)?.items).toEqual([{ ...held, is_read: true, is_seen: true }]);
     expect(container.textContent).toBe('00');
   });
 
@@ -406,5 +411,160 @@ describe('NotificationsProvider across tabs', () => {
     ]);
     expect(views.map((seen) => seen.at(-1)?.unreadCount)).toEqual([1, 1]);
     act(() => second.unmount());
+  });
+});
+
+/** Counts with `[unread, unseen]` per type given, 0 for the others. */
+function countsOf(given: Partial<Record<NotificationType, [number, number]>>): Counts {
+  const by_type = Object.fromEntries(
+    NOTIFICATION_TYPES.map((type) => {
+      const [unread, unseen] = given[type] ?? [0, 0];
+      return [type, { unread, unseen }];
+    }),
+  ) as Counts['by_type'];
+  const values = Object.values(by_type);
+  return {
+    unread: values.reduce((sum, own) => sum + own.unread, 0),
+    unseen: values.reduce((sum, own) => sum + own.unseen, 0),
+    by_type,
+  };
+}
+
+describe('useCounts and useNotificationView', () => {
+  it('useCounts is null until the server sends counts, then re-renders only when they change', async () => {
+    const seen: (Counts | null)[] = [];
+    function CountsProbe() {
+      seen.push(useCounts());
+      return null;
+    }
+    act(() =>
+      root.render(
+        <App>
+          <CountsProbe />
+        </App>,
+      ),
+    );
+    await settle();
+    const ws = opened(item());
+    expect(seen.at(-1)).toBeNull();
+    expect(new URL(ws.url).searchParams.get('counts')).toBe('1');
+    act(() => ws.receive({ event: 'counts.updated', payload: countsOf({ GENERIC_INFO: [1, 1] }) }));
+    const renders = seen.length;
+    act(() => {
+      ws.receive({ event: 'keepalive', payload: {} });
+      ws.receive({ event: 'counts.updated', payload: countsOf({ GENERIC_INFO: [1, 1] }) });
+    });
+    expect(seen).toHaveLength(renders);
+    act(() => ws.receive({ event: 'counts.updated', payload: countsOf({ GENERIC_INFO: [1, 0] }) }));
+    expect(seen.at(-1)).toMatchObject({ unread: 1, unseen: 0 });
+    expect(seen).toHaveLength(renders + 1);
+  });
+
+  it('a view shows its part of the one store and pages on its own', async () => {
+    const control = controlledFetch();
+    fetch = control.fetch;
+    let view: UseNotificationView | undefined;
+    function Campaigns() {
+      // A new filter object on every render: the same view.
+      view = useNotificationView(ofTypes(['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING']));
+      return null;
+    }
+    act(() =>
+      root.render(
+        <App>
+          <Bell />
+          <Campaigns />
+        </App>,
+      ),
+    );
+    await settle();
+    const error = item({ type: 'CAMPAIGN_ERROR' });
+    const info = item();
+    const ws = opened(info, error);
+    expect(view?.items).toEqual([error]);
+    expect(view?.hasMore).toBe(true);
+    let loading: Promise<void> | undefined;
+    act(() => void (loading = view?.loadMore()));
+    expect(view?.isLoadingMore).toBe(true);
+    const older = item({ type: 'CAMPAIGN_SENDING', created_at: '2020-01-01T00:00:00Z' });
+    await act(async () => {
+      (await control.next('GET /?limit=20&type=CAMPAIGN_ERROR&type=CAMPAIGN_SENDING')).answer(
+        pageAnswer([error, older]),
+      );
+      await loading;
+    });
+    expect(view?.items.map((shown) => shown.id)).toEqual([error.id, older.id]);
+    expect(view?.hasMore).toBe(false);
+    act(() =>
+      ws.receive({ event: 'notification.updated', payload: { ...error, is_archived: true } }),
+    );
+    expect(view?.items.map((shown) => shown.id)).toEqual([older.id]);
+    expect(latest?.items.map((shown) => shown.id)).toEqual([info.id]);
+  });
+
+  it("a view's bulk calls carry its types", async () => {
+    const control = controlledFetch();
+    fetch = control.fetch;
+    let view: UseNotificationView | undefined;
+    function Templates() {
+      view = useNotificationView({ types: ['TEMPLATE_REJECTED'] });
+      return null;
+    }
+    act(() =>
+      root.render(
+        <App>
+          <Templates />
+        </App>,
+      ),
+    );
+    await settle();
+    const rejected = item({ type: 'TEMPLATE_REJECTED' });
+    opened(rejected);
+    let reading: Promise<void> | undefined;
+    act(() => void (reading = view?.markAllRead()));
+    expect(view?.items[0]?.is_read).toBe(true);
+    const call = await control.next('POST /read-all');
+    expect(JSON.parse(String(control.fetch.mock.calls[0]?.[1]?.body))).toEqual({
+      types: ['TEMPLATE_REJECTED'],
+      up_to: rejected.id,
+    });
+    await act(async () => {
+      call.answer(answer(200, { count: 0, changed: 1, done: true }));
+      await reading;
+    });
+  });
+
+  it('archives, unreads and removes through the store at once', async () => {
+    act(() =>
+      root.render(
+        <App>
+          <Bell />
+        </App>,
+      ),
+    );
+    await settle();
+    const [a, b, c] = [item(), item({ is_read: true, is_seen: true }), item()];
+    const ws = opened(c, b, a);
+    act(() => ws.receive({ event: 'unread_count.updated', payload: { count: 2 } }));
+    await act(async () => {
+      await Promise.all([latest?.archive(a.id), latest?.markUnread(b.id), latest?.remove(c.id)]);
+    });
+    expect(latest?.items).toEqual([{ ...b, is_read: false }]);
+    expect(latest?.unreadCount).toBe(1);
+  });
+
+  it('throws a clear error when the new hooks are used outside a provider', () => {
+    function CountsProbe() {
+      useCounts();
+      return null;
+    }
+    function ViewProbe() {
+      useNotificationView();
+      return null;
+    }
+    expect(() => renderToString(<CountsProbe />)).toThrow(/useCounts.*<NotificationsProvider>/);
+    expect(() => renderToString(<ViewProbe />)).toThrow(
+      /useNotificationView.*<NotificationsProvider>/,
+    );
   });
 });

@@ -13,11 +13,14 @@ const packageDir = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const appDir = path.join(packageDir, 'node_modules/.cache/readme-app');
 
 describe('the README', () => {
-  it('has its TypeScript blocks: the React provider, the list, the plain client', () => {
+  it('has its TypeScript blocks: the provider, the list, the tabs, the bell, the plain client and its views', () => {
     expect(readmeBlocks().map((block: { file: string }) => block.file)).toEqual([
       'block-1.tsx',
       'block-2.tsx',
-      'block-3.ts',
+      'block-3.tsx',
+      'block-4.tsx',
+      'block-5.ts',
+      'block-6.ts',
     ]);
   });
 

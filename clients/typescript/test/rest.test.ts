@@ -179,3 +179,124 @@ describe('nextCursor', () => {
     expect(nextCursor('</p?limit=2>; rel="next"')).toBeNull();
   });
 });
+
+describe('NotificationsApi, the lifecycle calls', () => {
+  function recording(response: () => Response = () => answer(200, item())) {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => response());
+    const api = new NotificationsApi({ baseUrl: 'http://x', getToken: () => 't', fetch });
+    const sent = () =>
+      fetch.mock.calls.map(([url, init]) => {
+        const path = String(url).replace('http://x/api/v1/notifications', '');
+        const body = init?.body === undefined ? '' : ` ${String(init.body)}`;
+        return `${init?.method} ${path}${body}`;
+      });
+    return { api, fetch, sent };
+  }
+
+  it('builds the per-item paths, encoded, and answers the item', async () => {
+    const changed = item({ is_archived: true });
+    const { api, sent } = recording(() => answer(200, changed));
+    expect(await api.markUnread('a b')).toEqual(changed);
+    await api.markSeen('a');
+    await api.archive('a');
+    await api.unarchive('a');
+    expect(sent()).toEqual([
+      'PATCH /a%20b/unread',
+      'PATCH /a/seen',
+      'PATCH /a/archive',
+      'PATCH /a/unarchive',
+    ]);
+  });
+
+  it('deletes with DELETE and takes the 204 without a body', async () => {
+    const { api, sent } = recording(() => new Response(null, { status: 204 }));
+    await expect(api.remove('a')).resolves.toBeUndefined();
+    expect(sent()).toEqual(['DELETE /a']);
+  });
+
+  it('rejects a delete of an unknown item with the server error', async () => {
+    const { api } = recording(() => answer(404, { error: 'not_found', detail: 'gone' }));
+    await expect(api.remove('a')).rejects.toEqual(new ApiError(404, 'not_found', 'gone'));
+  });
+
+  it('sends the bulk calls without a body when no option is set, as the guide does', async () => {
+    const { api, sent, fetch } = recording(() => answer(200, { count: 0, changed: 2, done: true }));
+    expect(await api.markAllRead()).toEqual({ count: 0, changed: 2, done: true });
+    await api.markAllSeen();
+    await api.archiveAll();
+    await api.unarchiveAll();
+    await api.deleteAll();
+    expect(sent()).toEqual([
+      'POST /read-all',
+      'POST /seen-all',
+      'POST /archive-all',
+      'POST /unarchive-all',
+      'POST /delete-all',
+    ]);
+    expect(fetch.mock.calls[0]?.[1]?.headers).toEqual({ Authorization: 'Bearer t' });
+  });
+
+  it('sends the bulk options as the JSON body, in the wire names', async () => {
+    const { api, sent, fetch } = recording(() => answer(200, { count: 1, changed: 1, done: true }));
+    await api.markAllRead({ types: ['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING'], upTo: 'id-9' });
+    await api.archiveAll({ isRead: true });
+    await api.deleteAll({ archived: true, upTo: 'id-3' });
+    expect(sent()).toEqual([
+      'POST /read-all {"types":["CAMPAIGN_ERROR","CAMPAIGN_SENDING"],"up_to":"id-9"}',
+      'POST /archive-all {"is_read":true}',
+      'POST /delete-all {"up_to":"id-3","archived":true}',
+    ]);
+    expect(fetch.mock.calls.map(([, init]) => [init?.keepalive, init?.headers])).toEqual(
+      Array(3).fill([true, { Authorization: 'Bearer t', 'Content-Type': 'application/json' }]),
+    );
+  });
+
+  it('takes a 202 as success: the server carries on and pushes the rest', async () => {
+    const { api } = recording(() => answer(202, { count: 120_000, changed: 5_000, done: false }));
+    expect(await api.archiveAll()).toEqual({ count: 120_000, changed: 5_000, done: false });
+  });
+
+  it('reads the counts', async () => {
+    const counts = { unread: 1, unseen: 0, by_type: {} };
+    const { api, sent } = recording(() => answer(200, counts));
+    expect(await api.getCounts()).toEqual(counts);
+    expect(sent()).toEqual(['GET /counts']);
+  });
+
+  it('refreshes the token and retries once on 401, body and all', async () => {
+    const tokens: boolean[] = [];
+    const fetch = vi
+      .fn<typeof globalThis.fetch>()
+      .mockResolvedValueOnce(answer(401, { error: 'unauthorized', detail: 'token expired' }))
+      .mockResolvedValueOnce(new Response(null, { status: 204 }))
+      .mockResolvedValueOnce(answer(401, {}))
+      .mockResolvedValueOnce(answer(200, { count: 0, changed: 1, done: true }));
+    const api = new NotificationsApi({
+      baseUrl: 'http://x',
+      getToken: ({ refresh }) => (tokens.push(refresh), refresh ? 'new' : 'old'),
+      fetch,
+    });
+    await api.remove('a');
+    await api.markAllSeen({ upTo: 'b' });
+    expect(tokens).toEqual([false, true, false, true]);
+    expect(fetch.mock.calls[3]?.[1]).toMatchObject({
+      method: 'POST',
+      body: '{"up_to":"b"}',
+      headers: { Authorization: 'Bearer new' },
+    });
+  });
+
+  it('puts the views of a page in the query: archived, unseen, several types', async () => {
+    const { api, sent } = recording(() => pageAnswer([]));
+    await api.page({
+      archived: true,
+      isSeen: false,
+      types: ['TEMPLATE_APPROVED', 'TEMPLATE_REJECTED'],
+    });
+    await api.page({ type: 'CAMPAIGN_ERROR', types: ['CAMPAIGN_ERROR', 'CAMPAIGN_SENDING'] });
+    expect(sent()).toEqual([
+      'GET /?limit=20&is_seen=false&archived=true&type=TEMPLATE_APPROVED&type=TEMPLATE_REJECTED',
+      'GET /?limit=20&type=CAMPAIGN_ERROR&type=CAMPAIGN_SENDING',
+    ]);
+  });
+});

@@ -59,6 +59,15 @@ describe('NotificationsSocket', () => {
     );
   });
 
+  it('asks for per-type counts with counts=1 only when told to', async () => {
+    const { socket } = setup(undefined, { counts: true });
+    socket.connect();
+    await settle();
+    expect(FakeWebSocket.latest().url).toBe(
+      'wss://app.example/api/v1/notifications/ws?token=token&counts=1',
+    );
+  });
+
   it('backs off 1, 2, 5, 10, 20, 30, 30 s while connections fail', async () => {
     const { socket } = setup();
     socket.connect();

@@ -24,8 +24,8 @@ describe('NotificationStore', () => {
     expect(store.items()).toEqual([{ ...first, message: 'edited' }]);
   });
 
-  it('merges a snapshot into what it holds instead of wiping older items', () => {
-    const store = new NotificationStore();
+  it('merges a full snapshot into what it holds instead of wiping older items', () => {
+    const store = new NotificationStore({ snapshotSize: 1 });
     const old = item();
     const newer = item();
     store.apply({ event: 'snapshot', payload: [old] });
@@ -53,7 +53,7 @@ describe('NotificationStore', () => {
     store.apply({ event: 'snapshot', payload: [held] });
     store.apply({ event: 'notification.read', payload: { id: held.id, is_read: true } });
     store.apply({ event: 'notification.read', payload: { id: 'unknown', is_read: true } });
-    expect(store.items()).toEqual([{ ...held, is_read: true }]);
+    expect(store.items()).toEqual([{ ...held, is_read: true, is_seen: true }]); // read is seen
   });
 
   it('notifies listeners with a new state object only when something changed', () => {
@@ -242,13 +242,14 @@ describe('NotificationStore optimistic reads', () => {
     expect(badge()).toBe(1);
   });
 
-  it('a success reads the item again after a concurrent failure unread it', () => {
+  it('a failure leaves the read of a concurrent call standing, and its success keeps it', () => {
     const [a, b] = [item(), item()];
-    const { store, isRead } = holding(a, b);
+    const { store, isRead, badge } = holding(a, b);
     const failing = store.markReadLocally([a.id]);
     const succeeding = store.markReadLocally([a.id]);
     failing.rollBack();
-    expect(isRead(a)).toBe(false);
+    expect(isRead(a)).toBe(true); // the other read still claims it
+    expect(badge()).toBe(1);
     expect(succeeding.commit()).toBe(true);
     expect(isRead(a)).toBe(true);
   });
@@ -265,8 +266,8 @@ describe('NotificationStore optimistic reads', () => {
   });
 });
 
-describe('NotificationStore read is sticky', () => {
-  it('notification.created for an item held as read keeps it read', () => {
+describe('NotificationStore: the socket is the truth', () => {
+  it('notification.created for an item held as read keeps it read (a duplicate)', () => {
     const a = item();
     const { store, isRead } = holding(a);
     store.apply(readEvent(a));
@@ -275,13 +276,22 @@ describe('NotificationStore read is sticky', () => {
     expect(store.items()[0]?.message).toBe('again');
   });
 
-  it('a snapshot or a REST page with an older unread copy keeps it read', () => {
+  it('a snapshot unreads an item marked unread while the socket was away', () => {
     const a = item();
     const { store, isRead } = holding(a);
     store.apply(readEvent(a));
-    store.apply({ event: 'snapshot', payload: [a] });
+    store.apply({ event: 'snapshot', payload: [{ ...a, is_seen: true }] });
+    expect(isRead(a)).toBe(false);
+    store.upsert([{ ...a, is_read: true, is_seen: true }]);
     expect(isRead(a)).toBe(true);
-    store.upsert([a]);
+  });
+
+  it("a REST page asked for before an event keeps the event's word", () => {
+    const a = item();
+    const { store, isRead } = holding(a);
+    store.loadingMore();
+    store.apply(readEvent(a));
+    store.addPage([a], { hasMore: false }); // read on the server before the event
     expect(isRead(a)).toBe(true);
   });
 
@@ -324,12 +334,13 @@ describe('NotificationStore pages', () => {
     expect(store.getState()).toMatchObject({ hasMore: true, isLoadingMore: false });
   });
 
-  it('a page never unreads what it holds as read, and its read items read what it holds', () => {
+  it('a page keeps what the socket said while it was on its way, and updates the rest', () => {
     const [a, b] = [item(), item()];
     const { store, isRead, badge } = holding(a, b);
+    store.loadingMore();
     store.apply(readEvent(a));
     store.apply(countEvent(1));
-    store.addPage([a, { ...b, is_read: true }], { hasMore: false });
+    store.addPage([a, { ...b, is_read: true, is_seen: true }], { hasMore: false });
     expect([isRead(a), isRead(b)]).toEqual([true, true]);
     expect(badge()).toBe(1); // the count stays the server's: a page carries none
   });
