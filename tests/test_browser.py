@@ -24,6 +24,7 @@ FOCUS_IN_LIST = "!!document.activeElement.closest('[data-testid=list]')"
 FOCUSED_TEST_ID = "document.activeElement.dataset.testid ?? null"
 
 pytestmark = pytest.mark.timeout(120)
+COUNTS = "/api/v1/notifications/counts"
 
 
 async def open_centre(
@@ -379,3 +380,71 @@ async def test_a_click_outside_the_feed_closes_it_and_gives_focus_back_to_the_be
     await page.mouse.click(10, 600)  # a bare spot of the page
     await expect(page.locator("#feed")).to_be_hidden()
     await expect(page.get_by_test_id("bell")).to_be_focused()
+
+
+async def test_the_feeds_states_stay_in_sync_across_tabs_and_browsers(
+    server_pool: ServerPool, browser: Browser, user: str
+) -> None:
+    """Opening the bell marks everything seen (unseen to 0, unread unchanged); archive,
+    mark unread and the category tabs, with their exact counts, in two tabs of one browser
+    and in a second browser."""
+    server = await server_pool.get("sqlite", "process", allowed_origins="")
+    token = server.token(user)
+    one = await browser.new_context(viewport={"width": 1000, "height": 640})
+    other = await browser.new_context(viewport={"width": 1000, "height": 640})
+    try:
+        first, second = await one.new_page(), await one.new_page()
+        elsewhere = await other.new_page()
+        for page in (first, second, elsewhere):
+            await goto_centre(page, server.base_url, token)
+        await server.send(user, "Template 'Welcome' was approved.", type="TEMPLATE_APPROVED")
+        await server.send(user, "Campaign 'Black Friday' is scheduled.", type="CAMPAIGN_SCHEDULED")
+        await server.send(user, "Campaign 'Spring sale' failed.", type="CAMPAIGN_ERROR")
+        for page in (first, second, elsewhere):
+            await expect(page.get_by_test_id("badge")).to_have_text("3")
+
+        # The bell counts what is new: opening it makes that 0, and nothing is read.
+        await elsewhere.get_by_test_id("badge-unseen").check()
+        await expect(elsewhere.get_by_test_id("badge")).to_have_text("3")
+        await open_feed(first)
+        await expect(elsewhere.get_by_test_id("badge")).to_be_hidden()
+        for page in (first, second):
+            await expect(page.get_by_test_id("badge")).to_have_text("3")
+        counts = (await server.http.get(COUNTS, headers=server.auth(user))).json()
+        assert (counts["unread"], counts["unseen"]) == (3, 0)
+
+        # Tabs by category, each with its exact unread count.
+        await expect(first.get_by_test_id("tab-campaigns")).to_contain_text("2")
+        await expect(first.get_by_test_id("tab-templates")).to_contain_text("1")
+        await first.get_by_test_id("tab-campaigns").click()
+        await expect(first.get_by_test_id("item")).to_have_count(2)
+
+        # Archive the failed campaign in the first tab: out of every inbox and its counts.
+        failed = first.get_by_test_id("item").filter(has_text="Spring sale")
+        await failed.get_by_test_id("archive").click()
+        for page in (first, second):
+            await expect(page.get_by_test_id("badge")).to_have_text("2")
+        await expect(first.get_by_test_id("tab-campaigns")).to_contain_text("1")
+        await open_feed(elsewhere)
+        await expect(elsewhere.get_by_test_id("item")).to_have_count(2)
+        await elsewhere.get_by_test_id("tab-archived").click()
+        await expect(elsewhere.get_by_test_id("item")).to_have_count(1)
+        await expect(elsewhere.get_by_test_id("item")).to_contain_text("Spring sale")
+
+        # Read, then unread again, from the other browser: every tab follows.
+        await elsewhere.get_by_test_id("tab-templates").click()
+        template = elsewhere.get_by_test_id("item").filter(has_text="Welcome")
+        await template.get_by_test_id("mark-read").click()
+        for page in (first, second):
+            await expect(page.get_by_test_id("badge")).to_have_text("1")
+        await template.get_by_test_id("mark-unread").click()
+        for page in (first, second):
+            await expect(page.get_by_test_id("badge")).to_have_text("2")
+        await open_feed(second)
+        await expect(second.locator(".item.unread")).to_have_count(2)
+        counts = (await server.http.get(COUNTS, headers=server.auth(user))).json()
+        assert (counts["unread"], counts["unseen"]) == (2, 0)
+        assert counts["by_type"]["CAMPAIGN_ERROR"] == {"unread": 0, "unseen": 0}
+    finally:
+        await one.close()
+        await other.close()
