@@ -169,9 +169,11 @@ class Server:
         await until(lambda: text in self.log()[since:], within=10, what=f"{text!r} logged")
         return self.log()[since:]
 
-    def connect(self, user_id: str, **options: Any) -> Tab:
+    def connect(self, user_id: str, *, counts: bool = False, **options: Any) -> Tab:
+        """A tab of ``user_id``; ``counts``: opened with ``&counts=1``, so that it is sent
+        ``counts.updated`` too."""
         token = options.pop("token", None) or self.token(user_id)
-        return Tab(f"{self.ws_url}?token={token}", **options)
+        return Tab(f"{self.ws_url}?token={token}{'&counts=1' if counts else ''}", **options)
 
     def connect_raw(self, query: str = "", **options: Any) -> Tab:
         return Tab(f"{self.ws_url}{query}", **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -19,11 +20,14 @@ _READ = {"is_read": True, "is_seen": True}  # a read item is seen
 
 class TabView:
     """What a browser tab shows, built from its frames as the TypeScript store builds it:
-    items merged by id (a read item stays read), and the badge from the last count."""
+    items merged by id (a read item stays read), and the badge from the last count; with
+    the feed's states, each item's new state, items deleted, bulk changes applied to the
+    items held, and the last ``counts.updated`` (a socket opened with ``&counts=1``)."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
         self.unread_count: int | None = None
+        self.counts: dict[str, Any] | None = None
         self.snapshots = 0
 
     def apply(self, frame: dict[str, Any]) -> None:
@@ -37,11 +41,20 @@ class TabView:
         elif event == "notification.read" and payload["id"] in self.items:
             self.items[payload["id"]] = {**self.items[payload["id"]], **_READ}
         elif event == "notification.updated":
-            self.items[payload["id"]] = payload  # the item's whole state, in change order
+            self.items[payload["id"]] = payload  # the item's whole state after the change
+        elif event == "notification.deleted":
+            self.items.pop(payload["id"], None)
+        elif event == "notifications.changed":
+            self._apply_bulk(payload["change"], payload["filter"])
+        elif event == "counts.updated":
+            self.counts = payload
         elif event == "unread_count.updated":
             self.unread_count = payload["count"]
-            if payload["count"] == 0:  # read-all sends only the count
-                self.items = {i: {**item, **_READ} for i, item in self.items.items()}
+            if payload["count"] == 0:  # read-all sends only the count: the inbox is read
+                self.items = {
+                    i: item if item.get("is_archived") else {**item, **_READ}
+                    for i, item in self.items.items()
+                }
 
     def agrees_with(self, newest: list[dict[str, Any]], unread_count: int) -> bool:
         """True when the tab holds each of the ``newest`` items as they are, and the badge."""
@@ -55,6 +68,28 @@ class TabView:
             **item,
             "is_read": item["is_read"] or bool(held and held["is_read"]),
         }
+
+    def _apply_bulk(self, change: dict[str, bool], within: dict[str, Any]) -> None:
+        """``notifications.changed``: the change, on every held item its filter names."""
+        up_to = within["up_to"]
+        bound = None if up_to is None else (instant(up_to["created_at"]), up_to["id"])
+        for item_id, item in list(self.items.items()):
+            if (
+                bool(item.get("is_archived")) != within["archived"]
+                or (within["types"] is not None and item["type"] not in within["types"])
+                or (within["is_read"] is not None and item["is_read"] != within["is_read"])
+                or (bound is not None and (instant(item["created_at"]), item_id) > bound)
+            ):
+                continue
+            if change.get("deleted"):
+                del self.items[item_id]
+            else:
+                self.items[item_id] = {**item, **change}
+
+
+def instant(text: str) -> datetime:
+    """An item's ``created_at`` as an instant (the wire's strings do not sort)."""
+    return datetime.fromisoformat(text)
 
 
 class Tab:
