@@ -55,7 +55,9 @@ async def test_every_event_crosses_instances_and_tabs_stay_in_sync(
         marker = await second.send(user, "marker")
         for tab in (tab_a, tab_b):
             frames = await tab.read_until_holds(marker["id"])
-            assert frames[-3] == {"event": "unread_count.updated", "payload": {"count": 0}}
+            counts = [f["payload"]["count"] for f in frames if f["event"] == "unread_count.updated"]
+            assert 0 in counts  # read-all's, before the marker's count of 1
+            assert counts[-1] == 1
 
 
 async def test_a_broadcast_to_300_users_reaches_their_tabs_on_the_other_instance(

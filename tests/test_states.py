@@ -330,13 +330,24 @@ def item_frames(action: str, item: dict[str, Any], unread: int | None) -> list[d
     return [frame("notification.updated", item), *count]
 
 
+def wire_time(text: str) -> str:
+    """An instant as the wire writes it (``Z``, as items' ``created_at``)."""
+    return datetime.fromisoformat(text).isoformat().replace("+00:00", "Z")
+
+
 def changed_payload(call: str, body: dict[str, Any] | None, feed: Feed) -> dict[str, Any]:
     """``notifications.changed`` for a bulk call (made with ``body``, before it ran)."""
     body = body or {}
     up_to = None
     if "up_to" in body:
         newest = feed.items[body["up_to"]]
-        up_to = {"id": newest["id"], "created_at": newest["created_at"]}
+        up_to = {"id": newest["id"], "created_at": wire_time(newest["created_at"])}
+    else:  # where it stopped: the view's newest item when it began
+        archived = call == "unarchive-all" or bool(body.get("archived"))
+        view = [i for i in feed.items.values() if i["is_archived"] == archived]
+        if view:
+            newest = max(view, key=lambda i: (datetime.fromisoformat(i["created_at"]), i["id"]))
+            up_to = {"id": newest["id"], "created_at": wire_time(newest["created_at"])}
     return {
         "change": BULK_CHANGES[call] or {"deleted": True},
         "filter": {
@@ -362,9 +373,20 @@ class Pair:
         """The plain tab's next frames are exactly ``frames``; the counting tab's, those
         and then ``counts.updated`` with ``counts``."""
         after = [] if counts is None else [counts_frame(counts)]
+        bulk = any(f["event"] == "notifications.changed" for f in frames)
         for tab, wanted in ((self.plain, frames), (self.counting, [*frames, *after])):
             got = [await tab.next_event() for _ in wanted]
             assert got == wanted, f"{'counting' if tab is self.counting else 'plain'} tab"
+            if bulk:
+                # Then every tab reads its inbox again (see docs/protocol.md).
+                snapshot, count = await tab.next_event(), await tab.next_event()
+                assert snapshot["event"] == "snapshot", snapshot
+                unread = [f for f in wanted if f["event"] == "unread_count.updated"]
+                if unread:
+                    assert count == unread[-1]
+                if tab is self.counting:
+                    again = await tab.next_event()
+                    assert again == (after[0] if after else again), "counts after the snapshot"
 
     async def quiet(self, server: Server, user: str, feed: Feed) -> None:
         """Nothing more reached either tab: the next frames are a marker's, created now."""
@@ -607,9 +629,14 @@ async def test_item_calls_on_an_unknown_or_someone_elses_item_are_404_and_change
 
 
 async def test_item_calls_with_a_malformed_id_are_422(rest_server: Server, user: str) -> None:
+    """`DELETE /not-a-uuid` is no path at all (404): a bulk path such as `/read-all` must
+    answer its 405, not "malformed id"."""
     await rest_server.send(user)
     for action in ACTIONS:
         answer = await item_call(rest_server, user, "not-a-uuid", action)
+        if action == "delete":
+            assert answer.status_code == 404, answer.text
+            continue
         assert answer.status_code == 422, (action, answer.text)
         assert answer.json()["error"] == "validation_failed"
         assert "notification_id" in answer.json()["detail"]
@@ -861,6 +888,7 @@ async def test_read_all_with_nothing_unread_still_sends_the_guides_count_of_zero
         assert answer.json() == {"count": 0, "changed": 0, "done": True}
         marker = await rest_server.send(user, "marker")
         assert await tab.next_event() == count_frame(0), "read-all sent no count"
+        assert (await tab.next_event())["event"] == "notifications.changed"
         assert await tab.next_event() == frame("notification.created", marker)
 
 
@@ -1059,6 +1087,10 @@ async def test_a_bulk_change_of_exactly_one_full_batch_ends_with_what_changed(
         done, counts = frame("notifications.changed", payload), counts_frame(feed.counts())
         assert await pair.plain.next_event() == done
         assert [await pair.counting.next_event() for _ in range(3)] == [counts, done, counts]
+        for tab in (pair.plain, pair.counting):  # then the inbox again
+            assert (await tab.next_event())["event"] == "snapshot"
+            assert await tab.next_event() == count_frame(feed.unread)
+        assert await pair.counting.next_event() == counts
         await pair.quiet(rest_server, user, feed)
     await assert_holds(rest_server, user, feed, db_rows)
 

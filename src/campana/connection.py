@@ -171,7 +171,7 @@ class Connection:
         if self._delivery is Delivery.CLOSED:
             return 0
         if self._delivery is not Delivery.LIVE or self._queue or not self.socket.writable:
-            return self._enqueue(event)
+            return self._enqueue([event])
         return self._offer(event, wire)
 
     def push_all(self, events: list[Event], wires: list[bytes]) -> int:
@@ -179,13 +179,14 @@ class Connection:
         if len(events) == 1:
             return self.push(events[0], wires[0])
         if self._delivery is not Delivery.LIVE or self._queue or not self.socket.writable:
-            return sum(self.push(event) for event in events)
+            return self._enqueue(events)
         ready: list[bytes] = []
         sent = 0
-        for event, wire in zip(events, wires, strict=True):
+        for index, (event, wire) in enumerate(zip(events, wires, strict=True)):
             if self._delivery is not Delivery.LIVE:
-                sent += self.push(event)
-                continue
+                # The rest of the publish queues as one: a change's parts stay together.
+                sent += self._enqueue(events[index:])
+                break
             verdict = self._versions.admit(event)
             if verdict is Verdict.SEND:
                 if self._wants_counts or event.name != COUNTS_UPDATED:
@@ -310,14 +311,17 @@ class Connection:
             self._reading.cancel()
             self._reading = None
 
-    def _enqueue(self, event: Event) -> int:
-        """Queue ``event`` behind what waits; while a version is awaited, see whether it came."""
-        if len(self._queue) >= self._queue_size:
-            self._overflow()
-            return 0
-        self._queue.append(event)
+    def _enqueue(self, events: list[Event]) -> int:
+        """Queue ``events`` (one publish's, in order) behind what waits; while a version is
+        awaited, see whether it came once they are all in: a change's later parts must not
+        find the gap filled by its first and the tab gone past them."""
+        for event in events:
+            if len(self._queue) >= self._queue_size:
+                self._overflow()
+                return 0
+            self._queue.append(event)
         if self._delivery is Delivery.WAITING:
-            return self._while_waiting(event)
+            return self._while_waiting(events)
         return 0
 
     def _overflow(self) -> None:
@@ -331,10 +335,10 @@ class Connection:
         self._queue.clear()
         self.reload("overflow")
 
-    def _while_waiting(self, event: Event) -> int:
-        """A version is awaited and ``event`` queued: a notice past the tab means the
+    def _while_waiting(self, events: list[Event]) -> int:
+        """A version is awaited and ``events`` queued: a notice past the tab means the
         missing events are lost, not late; else the gap may be filled now."""
-        if self._versions.announces_more(event):
+        if any(self._versions.announces_more(event) for event in events):
             self.reload("notice")
             return 0
         return self._fill_gap()

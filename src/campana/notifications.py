@@ -242,15 +242,17 @@ class BulkChanges:
             )
             last = batch.resume_after is None
             badge = batch.badge
-            if last and badge is None and progress.changed:
-                # The batch before was full and the last: the end needs a version of its own.
+            changed_any = progress.changed + batch.changed > 0
+            if last and badge is None:
+                # The batch before was full and the last, or nothing matched: the end has a
+                # version of its own all the same (the guide's read-all always sends a count).
                 badge = await store.mark_version(session, call.user_id)
             notice = None
-            if last and badge is not None:
+            if last and changed_any:
                 notice = await store.mark_version(session, call.user_id)
         committed_at = time.time()
         if badge is not None:
-            moved = batch.unread_moved
+            moved = batch.unread_moved or (last and not changed_any)
             events = _count_events(call.user_id, badge, committed_at, unread_moved=moved)
             if last:  # after the guide's count, before every count
                 payload = self._changed_payload(call, progress)
