@@ -204,7 +204,7 @@ async def test_two_instances_publishing_out_of_order_reach_the_tab_in_version_or
     hub.deliver(created(1))
     ids = [f["payload"]["id"] for f in socket.frames if f["event"] == "notification.created"]
     assert ids == ["item-1", "item-2"]
-    assert counts(socket) == [0, 2]  # version 1's count came after version 2's: dropped
+    assert counts(socket) == [0, 1, 2]  # each version whole, in order: both counts go out
     assert state.loads == 1  # no reload was needed
 
 
