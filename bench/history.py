@@ -48,6 +48,8 @@ from campana.models import COUNT_COLUMNS, COUNTED_TYPES
 from campana.settings import Settings
 
 HISTORY_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/campana_history"
+# Idle connections are let go before the server's keep-alive (5 s) closes them under a request.
+KEEPALIVE = httpx.Limits(max_connections=32, keepalive_expiry=2)
 HEAVY_TYPES = COUNTED_TYPES[:-1]  # the heavy user has no CAMPAIGN_ERROR item
 VIEWS: dict[str, str] = {
     "inbox": "",
@@ -157,7 +159,7 @@ async def reads_against_history(base: str, tokens: dict[str, str], repeat: int) 
         heavy = p50(await timed(make("heavy"), repeat))
         print(f"{name:<34}{light:>9.1f}{heavy:>9.1f}{heavy / light:>7.2f}x")
 
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, limits=KEEPALIVE) as http:
 
         def socket(user: str) -> Callable[[], Awaitable[Any]]:
             url = base.replace("http", "ws") + f"/api/v1/notifications/ws?token={tokens[user]}"
@@ -226,7 +228,7 @@ async def traffic(
     stop = time.monotonic() + seconds
     async with (
         HttpPool("127.0.0.1", port, 32, headers) as pool,
-        httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=32)) as http,
+        httpx.AsyncClient(base_url=base, limits=KEEPALIVE) as http,
     ):
         pending: set[asyncio.Task[None]] = set()
 

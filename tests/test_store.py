@@ -16,6 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from campana import migrations, snapshots, store
+from campana.protocol import frame_text
 from campana.store import Action, Badge, NewNotification, View
 
 from .support.servers import DATABASES, database_url
@@ -257,7 +258,7 @@ async def test_snapshots_of_many_users_read_in_one_go_hold_each_users_newest(
         await engine.dispose()
 
     def opening(user_id: str) -> tuple[list[str], dict[str, int]]:
-        snapshot, count, counts = (orjson.loads(event.json) for event in frames[user_id])
+        snapshot, count, counts = (orjson.loads(frame_text(e)) for e in frames[user_id])
         assert [frame["event"] for frame in (snapshot, count, counts)] == [
             "snapshot",
             "unread_count.updated",

@@ -35,6 +35,7 @@ from campana.protocol import (
     KEEPALIVE_EVENT,
     KEEPALIVE_WIRE,
     Event,
+    frame_text,
     to_wire,
 )
 from campana.versions import TabVersions, Verdict
@@ -189,8 +190,10 @@ class Connection:
                 break
             verdict = self._versions.admit(event)
             if verdict is Verdict.SEND:
-                if self._wants_counts or event.name != COUNTS_UPDATED:
+                if event.name != COUNTS_UPDATED:
                     ready.append(wire)
+                elif self._wants_counts:
+                    ready.append(to_wire(frame_text(event)))
                 continue
             if ready:  # what was admitted goes out before anything the verdict releases
                 self.socket.write(b"".join(ready))
@@ -348,7 +351,7 @@ class Connection:
         if verdict is Verdict.SEND:
             if not self._wants_counts and event.name == COUNTS_UPDATED:
                 return 0
-            self.socket.write(wire if wire is not None else to_wire(event.json))
+            self.socket.write(wire if wire else to_wire(frame_text(event)))
             return 1
         return self._act_on(verdict, event)
 

@@ -158,7 +158,7 @@ def _creation_events(
         events.append(created_event(user_id, version, item, committed_at))
         if remaining[user_id] == 0:
             events.append(count_event(user_id, version, badge.unread, committed_at))
-            events.append(counts_event(user_id, version, badge.counts_payload(), committed_at))
+            events.append(counts_event(user_id, version, badge.counts, committed_at))
     return events
 
 

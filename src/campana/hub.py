@@ -28,6 +28,7 @@ from campana.connection import KEEPALIVE_SLICES, Connection, OpeningSource, Sock
 from campana.protocol import (
     CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TRY_AGAIN_LATER,
+    COUNTS_UPDATED,
     KEEPALIVE_EVENT,
     KEEPALIVE_WIRE,
     Event,
@@ -120,7 +121,11 @@ class Hub:
                 by_user.setdefault(event.user_id, []).append(event)
         sent = 0
         for user_id, user_events in by_user.items():
-            wires = [to_wire(event.json) if event.json else b"" for event in user_events]
+            # Notices have no frame; every count's is made only for a socket that asked.
+            wires = [
+                to_wire(event.json) if event.json and event.name != COUNTS_UPDATED else b""
+                for event in user_events
+            ]
             # A push may close a slow socket, which detaches later: iterate a copy.
             for connection in tuple(self._by_user[user_id]):
                 sent += connection.push_all(user_events, wires)

@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 # A bulk change's batch: one transaction of at most this many items (tens of ms).
 BULK_BATCH_ROWS: Final = 1000
 # After each batch a bulk change pauses this many times as long as the batch took: it
-# takes at most half of the time it could, and everyone else's work goes in between.
-BULK_PAUSE_RATIO: Final = 1.0
+# keeps PostgreSQL busy a quarter of the time at most, and everyone else's work goes in
+# between (bench/history.py: half of 1.0's cost to others' p99, twice as long).
+BULK_PAUSE_RATIO: Final = 3.0
 # How long a bulk call's answer waits for it to finish before it answers 202.
 BULK_ANSWER_SECONDS: Final = 1.0
 # A batch that failed because the database was away is tried again after this, doubling.
@@ -63,7 +64,7 @@ def _count_events(
     user_id: str, badge: Badge, committed_at: float, *, unread_moved: bool
 ) -> list[Event]:
     """The counts after a change: the guide's count only when it moved, then every count."""
-    events = [counts_event(user_id, badge.version, badge.counts_payload(), committed_at)]
+    events = [counts_event(user_id, badge.version, badge.counts, committed_at)]
     if unread_moved:
         events.insert(0, count_event(user_id, badge.version, badge.unread, committed_at))
     return events

@@ -251,6 +251,16 @@ class Counts(BaseModel):
     )
 
 
+def counts_payload_of(counts: Sequence[int]) -> ItemPayload:
+    """``counts_payload`` of the numbers as a badge keeps them: unread, unseen, then each
+    type's unread and unseen, types in ``NotificationType``'s order."""
+    by_type = {
+        kind.value: (counts[2 + 2 * i], counts[3 + 2 * i])
+        for i, kind in enumerate(NotificationType)
+    }
+    return counts_payload(by_type, counts[0], counts[1])
+
+
 def counts_payload(by_type: dict[str, tuple[int, int]], unread: int, unseen: int) -> ItemPayload:
     """``Counts`` as JSON-ready values (the ``counts.updated`` payload), every type in it."""
     return {

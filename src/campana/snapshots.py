@@ -89,6 +89,6 @@ async def read_openings(db: Database, *, user_ids: list[str], size: int) -> dict
         openings[user_id] = [
             snapshot_event(user_id, badge.version, items),
             count_event(user_id, badge.version, badge.unread),
-            counts_event(user_id, badge.version, badge.counts_payload()),
+            counts_event(user_id, badge.version, badge.counts),
         ]
     return openings

@@ -47,8 +47,9 @@ from campana.models import (
     IdempotencyRecord,
     Notification,
     UserVersion,
+    count_column,
 )
-from campana.schemas import ItemPayload, counts_payload
+from campana.schemas import ItemPayload, counts_payload_of
 from campana.settings import Settings
 
 notifications = cast(Table, Notification.__table__)
@@ -216,7 +217,7 @@ class Badge:
 
     def counts_payload(self) -> ItemPayload:
         """What ``counts.updated`` and ``GET /counts`` say."""
-        return counts_payload(self.by_type(), self.unread, self.unseen)
+        return counts_payload_of(self.counts)
 
 
 NO_BADGE = Badge(version=0, counts=(0,) * len(COUNT_COLUMNS))
@@ -386,14 +387,21 @@ class NewNotification:
         return self.is_read  # a new item is seen only when it is created read
 
 
-def _creation_counts(
-    rows: Sequence[NewNotification],
-) -> tuple[list[str], Counter[str], dict[str, list[int]], list[int]]:
-    """Users in sorted order, each one's rows, what they add to its counts, and each
-    row's distance from its user's last row (its version is that many before the last)."""
-    steps = Counter(row.user_id for row in rows)
-    deltas: dict[str, list[int]] = {}
+def _versions_behind(rows: Sequence[NewNotification]) -> list[int]:
+    """Each row's distance from its user's last row: its version is that many before the
+    version the user ends at."""
+    remaining = Counter(row.user_id for row in rows)
+    behind: list[int] = []
     for row in rows:
+        remaining[row.user_id] -= 1
+        behind.append(remaining[row.user_id])
+    return behind
+
+
+def _creation_counts(rows: Sequence[NewNotification]) -> dict[str, list[int]]:
+    """What each user's rows add to its counts, users in sorted order."""
+    deltas: dict[str, list[int]] = {}
+    for row in sorted(rows, key=lambda row: row.user_id):
         delta = deltas.get(row.user_id)
         if delta is None:
             delta = deltas[row.user_id] = count_delta()
@@ -405,25 +413,50 @@ def _creation_counts(
             is_archived=row.is_archived,
             sign=1,
         )
-    remaining = Counter(steps)
-    behind: list[int] = []
-    for row in rows:
-        remaining[row.user_id] -= 1
-        behind.append(remaining[row.user_id])
-    return sorted(steps), steps, deltas, behind
+    return deltas
 
+
+# A new item is seen when it is read (``NewNotification.is_seen``): it adds as much to the
+# unseen counts as to the unread ones, what it adds to its type's, and only in the inbox.
+_NEW_UNREAD = "NOT is_read AND NOT is_archived"
+_NEW_COUNTS = {
+    "unread": "counted",
+    "unseen": "counted",
+    **{
+        count_column(state, kind): f"counted_{kind.lower()}"
+        for kind in COUNTED_TYPES
+        for state in ("unread", "unseen")
+    },
+}
 
 # PostgreSQL: one round trip. Whole columns go as arrays (SQLAlchemy's executemany would
 # send up to 1,000 rows in a statement, one parameter per value), and both writes are
 # parts of one statement: PostgreSQL runs every data-modifying WITH part exactly once.
-# The items take their versions from the user rows the first part wrote.
+# What each user's rows add to its counts is summed there (the rows are in the statement
+# already; sixteen arrays of counts, mostly zeros, cost more to send than to sum). Users
+# are written in sorted order, so two creates lock their rows in one order; the items
+# take their versions from the user rows the first write returned.
 _ADD_NOTIFICATIONS_PG = text(
-    "WITH bumped AS ("  # noqa: S608
+    "WITH new AS MATERIALIZED ("  # noqa: S608
+    " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:user_ids AS text[]),"
+    " CAST(:types AS text[]), CAST(:messages AS text[]), CAST(:links AS text[]),"
+    " CAST(:reads AS boolean[]), CAST(:archived AS boolean[]),"
+    " CAST(:created AS timestamptz[]), CAST(:behind AS bigint[]))"
+    " AS new(id, user_id, type, message, link_url, is_read, is_archived, created_at, behind)"
+    "), added_up AS ("
+    f" SELECT user_id, count(*) AS steps, count(*) FILTER (WHERE {_NEW_UNREAD}) AS counted, "
+    + ", ".join(
+        f"count(*) FILTER (WHERE {_NEW_UNREAD} AND type = '{kind}') AS counted_{kind.lower()}"
+        for kind in COUNTED_TYPES
+    )
+    + " FROM new GROUP BY user_id"
+    "), bumped AS ("
     " INSERT INTO user_versions (user_id, version, "
     + ", ".join(COUNT_COLUMNS)
-    + ") SELECT * FROM unnest(CAST(:users AS text[]), CAST(:steps AS bigint[]), "
-    + ", ".join(f"CAST(:{name} AS bigint[])" for name in COUNT_COLUMNS)
-    + ") ON CONFLICT (user_id) DO UPDATE SET version = user_versions.version + excluded.version, "
+    + ") SELECT user_id, steps, "
+    + ", ".join(_NEW_COUNTS[name] for name in COUNT_COLUMNS)
+    + " FROM added_up ORDER BY user_id"
+    " ON CONFLICT (user_id) DO UPDATE SET version = user_versions.version + excluded.version, "
     + ", ".join(f"{name} = user_versions.{name} + excluded.{name}" for name in COUNT_COLUMNS)
     + " RETURNING user_id, version, "
     + ", ".join(COUNT_COLUMNS)
@@ -432,12 +465,7 @@ _ADD_NOTIFICATIONS_PG = text(
     " is_archived, created_at, version)"
     " SELECT new.id, new.user_id, new.type, new.message, new.link_url, new.is_read,"
     " new.is_read, new.is_archived, new.created_at, bumped.version - new.behind"
-    " FROM unnest(CAST(:ids AS uuid[]), CAST(:user_ids AS text[]),"
-    " CAST(:types AS text[]), CAST(:messages AS text[]), CAST(:links AS text[]),"
-    " CAST(:reads AS boolean[]), CAST(:archived AS boolean[]),"
-    " CAST(:created AS timestamptz[]), CAST(:behind AS bigint[]))"
-    " AS new(id, user_id, type, message, link_url, is_read, is_archived, created_at, behind)"
-    " JOIN bumped ON bumped.user_id = new.user_id"
+    " FROM new JOIN bumped ON bumped.user_id = new.user_id"
     ") SELECT user_id, version, " + ", ".join(COUNT_COLUMNS) + " FROM bumped"
 )
 
@@ -452,24 +480,13 @@ async def add_notifications(
     so that two bulk creates cannot deadlock, and stay locked to commit: no other change
     of the user's slips in between.
     """
-    return await _dialect(session).add(session, rows, *_creation_counts(rows))
+    return await _dialect(session).add(session, rows)
 
 
-async def _add_pg(
-    session: AsyncSession,
-    rows: Sequence[NewNotification],
-    users: list[str],
-    steps: Counter[str],
-    deltas: dict[str, list[int]],
-    behind: list[int],
-) -> dict[str, Badge]:
-    counts = {name: [deltas[u][slot] for u in users] for slot, name in enumerate(COUNT_COLUMNS)}
+async def _add_pg(session: AsyncSession, rows: Sequence[NewNotification]) -> dict[str, Badge]:
     result = await session.execute(
         _ADD_NOTIFICATIONS_PG,
         {
-            "users": users,
-            "steps": [steps[u] for u in users],
-            **counts,
             "ids": [row.id for row in rows],
             "user_ids": [row.user_id for row in rows],
             "types": [row.type for row in rows],
@@ -478,20 +495,15 @@ async def _add_pg(
             "reads": [row.is_read for row in rows],
             "archived": [row.is_archived for row in rows],
             "created": [row.created_at for row in rows],
-            "behind": behind,
+            "behind": _versions_behind(rows),
         },
     )
     return {row[0]: Badge(row[1], tuple(row[2:])) for row in result}
 
 
-async def _add_sqlite(
-    session: AsyncSession,
-    rows: Sequence[NewNotification],
-    users: list[str],
-    steps: Counter[str],
-    deltas: dict[str, list[int]],
-    behind: list[int],
-) -> dict[str, Badge]:
+async def _add_sqlite(session: AsyncSession, rows: Sequence[NewNotification]) -> dict[str, Badge]:
+    deltas = _creation_counts(rows)
+    steps = Counter(row.user_id for row in rows)
     upsert = sqlite.insert(user_versions)
     bumped = await session.execute(
         upsert.on_conflict_do_update(
@@ -503,7 +515,7 @@ async def _add_sqlite(
         ).returning(user_versions.c.user_id, user_versions.c.version, *COUNTS),
         [
             {"user_id": u, "version": steps[u], **dict(zip(COUNT_COLUMNS, deltas[u], strict=True))}
-            for u in users
+            for u in deltas
         ],
     )
     # Read before the next statement: SQLite's cursor is the connection's.
@@ -523,7 +535,7 @@ async def _add_sqlite(
                 "created_at": row.created_at,
                 "version": answer[row.user_id].version - distance,
             }
-            for row, distance in zip(rows, behind, strict=True)
+            for row, distance in zip(rows, _versions_behind(rows), strict=True)
         ],
     )
     return answer
@@ -881,17 +893,7 @@ class _Dialect:
     snapshot_isolation: bool
     badge_rows: Callable[[AsyncSession, list[str]], Awaitable[list[AnyRow]]]
     newest: Callable[[AsyncSession, dict[str, list[AnyRow]], int], Awaitable[None]]
-    add: Callable[
-        [
-            AsyncSession,
-            Sequence[NewNotification],
-            list[str],
-            Counter[str],
-            dict[str, list[int]],
-            list[int],
-        ],
-        Awaitable[dict[str, Badge]],
-    ]
+    add: Callable[[AsyncSession, Sequence[NewNotification]], Awaitable[dict[str, Badge]]]
     insert: Callable[[Table], Any]  # an INSERT that knows ON CONFLICT
     change_rows: Callable[[AsyncSession, Select[Any], Action], Awaitable[Groups]]
 
