@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from campana.broker import MalformedMessage, decode_events, encode_events
-from campana.protocol import Event
+from campana.protocol import Event, counts_event
 
 A1 = Event("a", 1, "notification.created", '{"event":"notification.created"}', 1.5)
 A2 = Event("a", 2, "unread_count.updated", '{"event":"unread_count.updated"}', 1.5)
 B1 = Event("b", 7, "notification.read", '{"event":"notification.read"}', 2.0)
 ACCENTS = Event("josé-ñ", 3, "notification.created", '{"m":"campaña ✓"}', 0.0)
+COUNTS = counts_event("a", 2, range(16), 1.5)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,7 @@ ACCENTS = Event("josé-ñ", 3, "notification.created", '{"m":"campaña ✓"}', 0
         pytest.param([A1, B1], set(), [], id="no user wanted here"),
         pytest.param([], {"a"}, [], id="an empty publish"),
         pytest.param([ACCENTS], {"josé-ñ"}, [ACCENTS], id="non-ASCII ids and text"),
+        pytest.param([A2, COUNTS], {"a"}, [A2, COUNTS], id="every count, as numbers"),
     ],
 )
 def test_a_message_carries_its_events_unchanged(
@@ -45,6 +47,10 @@ def test_a_message_carries_its_events_unchanged(
         pytest.param(b'[["a", true, "x", "{}", 0]]', id="a version as a boolean"),
         pytest.param(b'[["a", 1, "x", {"event": "x"}, 0]]', id="the frame as an object"),
         pytest.param(b'[["a", 1, "x", "{}", "now"]]', id="an instant as a string"),
+        pytest.param(
+            b'[["a", 1, "counts.updated", "{\\"unread\\": 1}", 0, 1]]',
+            id="every count as a payload, not the badge's numbers",
+        ),
     ],
 )
 def test_a_message_not_written_by_campana_is_refused(data: bytes) -> None:

@@ -22,6 +22,7 @@ from campana.hub import Hub, Refused
 from campana.protocol import (
     Event,
     count_event,
+    counts_event,
     created_event,
     read_event,
     snapshot_event,
@@ -83,6 +84,7 @@ class UserState:
         return [
             snapshot_event(user_id, version, [{"v": version}]),
             count_event(user_id, version, version),
+            counts_event(user_id, version, every_count(version)),
         ]
 
     async def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
@@ -108,9 +110,11 @@ async def hub(state: UserState) -> AsyncIterator[Hub]:
 OPENED: dict[Hub, list[Connection]] = {}
 
 
-async def open_tab(hub: Hub, user_id: str = "u") -> tuple[Connection, RecordingSocket]:
+async def open_tab(
+    hub: Hub, user_id: str = "u", *, counts: bool = False
+) -> tuple[Connection, RecordingSocket]:
     socket = RecordingSocket()
-    connection = hub.attach(socket, user_id=user_id, expires_at=time.time() + 3600)
+    connection = hub.attach(socket, user_id=user_id, expires_at=time.time() + 3600, counts=counts)
     assert isinstance(connection, Connection)
     OPENED.setdefault(hub, []).append(connection)
     await hub.open(connection)
@@ -120,6 +124,17 @@ async def open_tab(hub: Hub, user_id: str = "u") -> tuple[Connection, RecordingS
 def created(version: int, user_id: str = "u") -> list[Event]:
     item = {"id": f"item-{version}"}
     return [created_event(user_id, version, item), count_event(user_id, version, version)]
+
+
+def every_count(unread: int) -> list[int]:
+    """A badge's numbers: ``unread`` items, unseen, all of them of the first type."""
+    return [unread, unread, unread, unread, *[0] * 12]
+
+
+def with_counts(events: list[Event]) -> list[Event]:
+    """The events of a change followed by every count, as the server publishes them."""
+    last = events[-1]
+    return [*events, counts_event(last.user_id, last.version, every_count(last.version))]
 
 
 def read(version: int, user_id: str = "u") -> list[Event]:
@@ -532,3 +547,44 @@ async def test_closing_the_hub_sends_nothing_and_waits_for_the_sockets_to_go(
     await asyncio.wait_for(closing, 1.0)
     assert socket.closes == []
     assert socket.events == ["snapshot", "unread_count.updated"]
+
+
+async def test_every_count_reaches_only_the_tabs_that_asked_for_it(
+    hub: Hub, state: UserState
+) -> None:
+    """``counts.updated`` travels between processes as the badge's numbers; a tab opened
+    with ``counts=1`` gets its frame after the guide's count, at the opening, live and
+    after a gap; a tab opened without never gets one."""
+    _, plain = await open_tab(hub)
+    counting_connection, counting = await open_tab(hub, counts=True)
+    hub.deliver(with_counts(created(1)))
+    hub.deliver(with_counts(created(3)))  # overtook version 2: both tabs wait
+    hub.deliver(with_counts(created(2)))
+    await until_live(counting_connection)
+    change = ["notification.created", "unread_count.updated"]
+    assert plain.events == ["snapshot", "unread_count.updated", *change * 3]
+    assert counting.events == [
+        *("snapshot", "unread_count.updated", "counts.updated"),
+        *[*change, "counts.updated"] * 3,
+    ]
+    every = [f["payload"] for f in counting.frames if f["event"] == "counts.updated"]
+    assert [payload["unread"] for payload in every] == [0, 1, 2, 3]
+    assert every[-1] == {
+        "unread": 3,
+        "unseen": 3,
+        "by_type": {
+            kind: {
+                "unread": 3 if kind == "GENERIC_INFO" else 0,
+                "unseen": 3 if kind == "GENERIC_INFO" else 0,
+            }
+            for kind in (
+                "GENERIC_INFO",
+                "TEMPLATE_APPROVED",
+                "TEMPLATE_REJECTED",
+                "CAMPAIGN_SCHEDULED",
+                "CAMPAIGN_SENDING",
+                "CAMPAIGN_COMPLETED",
+                "CAMPAIGN_ERROR",
+            )
+        },
+    }

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from campana import metrics
-from campana.protocol import Event
+from campana.protocol import COUNTS_UPDATED, Event
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ def decode_events(data: bytes, wanted: set[str]) -> list[Event]:
             and isinstance(text, str)
             and type(published_at) in (int, float)
             and type(part) is int
+            # Every count travels as the badge's numbers (``protocol.counts_event``).
+            and (name != COUNTS_UPDATED or text.startswith("["))
         ):
             raise MalformedMessage("an event's fields have the wrong types")
         events.append(Event(user_id, version, name, text, float(published_at), part))

@@ -434,7 +434,8 @@ _NEW_COUNTS = {
 # parts of one statement: PostgreSQL runs every data-modifying WITH part exactly once.
 # What each user's rows add to its counts is summed there (the rows are in the statement
 # already; sixteen arrays of counts, mostly zeros, cost more to send than to sum). Users
-# are written in sorted order, so two creates lock their rows in one order; the items
+# are written in the database's order of their ids, the same for every create, so two
+# creates lock their rows in one order (nothing else locks several users); the items
 # take their versions from the user rows the first write returned.
 _ADD_NOTIFICATIONS_PG = text(
     "WITH new AS MATERIALIZED ("  # noqa: S608
