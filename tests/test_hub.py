@@ -19,6 +19,7 @@ from campana import hub as hub_module
 from campana.broker import InProcessBroker
 from campana.connection import GAP_WAIT_SECONDS, Connection, Delivery, SocketLimits
 from campana.hub import Hub, Refused
+from campana.models import COUNTED_TYPES
 from campana.protocol import (
     Event,
     count_event,
@@ -577,14 +578,6 @@ async def test_every_count_reaches_only_the_tabs_that_asked_for_it(
                 "unread": 3 if kind == "GENERIC_INFO" else 0,
                 "unseen": 3 if kind == "GENERIC_INFO" else 0,
             }
-            for kind in (
-                "GENERIC_INFO",
-                "TEMPLATE_APPROVED",
-                "TEMPLATE_REJECTED",
-                "CAMPAIGN_SCHEDULED",
-                "CAMPAIGN_SENDING",
-                "CAMPAIGN_COMPLETED",
-                "CAMPAIGN_ERROR",
-            )
+            for kind in COUNTED_TYPES
         },
     }

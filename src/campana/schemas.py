@@ -251,14 +251,18 @@ class Counts(BaseModel):
     )
 
 
-def counts_payload_of(counts: Sequence[int]) -> ItemPayload:
-    """``counts_payload`` of the numbers as a badge keeps them: unread, unseen, then each
-    type's unread and unseen, types in ``NotificationType``'s order."""
-    by_type = {
+def counts_by_type(counts: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """Each type's (unread, unseen) of the numbers as a badge keeps them: unread, unseen,
+    then each type's unread and unseen, types in ``NotificationType``'s order."""
+    return {
         kind.value: (counts[2 + 2 * i], counts[3 + 2 * i])
         for i, kind in enumerate(NotificationType)
     }
-    return counts_payload(by_type, counts[0], counts[1])
+
+
+def counts_payload_of(counts: Sequence[int]) -> ItemPayload:
+    """``counts_payload`` of the numbers as a badge keeps them (``counts_by_type``)."""
+    return counts_payload(counts_by_type(counts), counts[0], counts[1])
 
 
 def counts_payload(by_type: dict[str, tuple[int, int]], unread: int, unseen: int) -> ItemPayload:

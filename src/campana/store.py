@@ -49,7 +49,7 @@ from campana.models import (
     UserVersion,
     count_column,
 )
-from campana.schemas import ItemPayload, counts_payload_of
+from campana.schemas import ItemPayload, counts_by_type, counts_payload_of
 from campana.settings import Settings
 
 notifications = cast(Table, Notification.__table__)
@@ -210,10 +210,7 @@ class Badge:
 
     def by_type(self) -> dict[str, tuple[int, int]]:
         """Each type's (unread, unseen)."""
-        return {
-            kind: (self.counts[2 + 2 * i], self.counts[3 + 2 * i])
-            for i, kind in enumerate(COUNTED_TYPES)
-        }
+        return counts_by_type(self.counts)
 
     def counts_payload(self) -> ItemPayload:
         """What ``counts.updated`` and ``GET /counts`` say."""

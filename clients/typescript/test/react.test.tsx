@@ -76,7 +76,11 @@ const settle = () => act(async () => await new Promise((r) => setTimeout(r, 0)))
 
 /** The socket of the live centre, past its opening frames. */
 function opened(...snapshot: NotificationItem[]): FakeWebSocket {
-  const ws = FakeWebSocket.latest();
+  return openedOn(FakeWebSocket.latest(), ...snapshot);
+}
+
+/** `ws` opens and sends its opening: `snapshot` and its count. */
+function openedOn(ws: FakeWebSocket, ...snapshot: NotificationItem[]): FakeWebSocket {
   act(() => {
     ws.open();
     ws.receive({ event: 'snapshot', payload: snapshot });
@@ -406,12 +410,7 @@ describe('NotificationsProvider across tabs', () => {
     }
     expect(live()).toHaveLength(1);
     const news = item();
-    const ws = live()[0] as FakeWebSocket;
-    act(() => {
-      ws.open();
-      ws.receive({ event: 'snapshot', payload: [news] });
-      ws.receive({ event: 'unread_count.updated', payload: { count: 1 } });
-    });
+    openedOn(live()[0] as FakeWebSocket, news);
     for (let waited = 0; waited < 2000; waited += 50) {
       if (views.every((seen) => seen.at(-1)?.items.length === 1)) break;
       await act(async () => await new Promise((r) => setTimeout(r, 50)));
